@@ -1,0 +1,160 @@
+"""The two frozen configurations of a run: what the model is (ModelConfig) and how it is trained (TrainConfig).
+
+Defaults are Karpathy's microgpt.py (Feb 2026): one layer, 16 wide, 4 heads, Adam 0.01 with linear decay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+NORMS = ("rmsnorm", "rmsnorm_gain", "layernorm")
+ACTIVATIONS = ("relu", "gelu", "relu2")
+INITS = ("microgpt", "scaled")
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+SCHEDULES = ("constant", "linear", "cosine", "exponential")
+DTYPES = ("float32", "float64")
+
+
+class UsageError(ValueError):
+    """A user's input is wrong; the message says what, with the value, and what to do. The CLI exits 2 on it."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 27          # tokens: the dataset's characters + 1 BOS (27 for names.txt)
+    block_size: int = 16          # positions the model has embeddings for; >= longest example + 1
+    n_layer: int = 1              # transformer blocks
+    n_head: int = 4               # attention heads; must divide n_embd
+    n_embd: int = 16              # residual stream width
+    dropout: float = 0.0          # on attention weights, attention output and MLP output; in [0, 1)
+    norm: str = "rmsnorm"         # rmsnorm (no gain, microgpt) | rmsnorm_gain | layernorm (gain + bias)
+    embed_norm: bool = True       # normalise right after wte + wpe (microgpt does)
+    final_norm: bool = False      # normalise before lm_head (microgpt does not; GPT-2 does)
+    activation: str = "relu"      # MLP non-linearity: relu (microgpt) | gelu | relu2 (squared ReLU)
+    tie_weights: bool = False     # lm_head shares wte's matrix (microgpt: untied)
+    residual: bool = True         # x + f(x) around attention and MLP; off means x = f(x)
+    init: str = "microgpt"        # microgpt: every matrix N(0, init_std); scaled: nanoGPT's N(0, 0.02), projections / sqrt(2 n_layer)
+    init_std: float = 0.08        # std of the microgpt init
+
+    def validate(self) -> None:
+        """Raise UsageError on a configuration no model can be built from."""
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise UsageError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise UsageError(
+                f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}: pick n_head among the divisors of n_embd"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise UsageError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not self.init_std > 0:
+            raise UsageError(f"init_std must be positive, got {self.init_std!r}")
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("init", self.init, INITS)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000             # optimizer steps
+    batch_size: int = 1           # names per step (microgpt: 1)
+    lr: float = 0.01              # peak learning rate
+    min_lr: float = 0.0           # where linear/cosine/exponential decay ends, at the last step
+    schedule: str = "linear"      # constant | linear (microgpt) | cosine | exponential
+    warmup_steps: int = 0         # linear ramp from ~0 to lr before the schedule starts
+    optimizer: str = "adam"       # adam | adamw (decoupled decay) | rmsprop | sgd
+    beta1: float = 0.85           # Adam/AdamW first-moment decay (microgpt 0.85); RMSprop ignores it
+    beta2: float = 0.99           # Adam/AdamW second moment, RMSprop's alpha (microgpt 0.99)
+    eps: float = 1e-8             # Adam/AdamW/RMSprop denominator guard
+    momentum: float = 0.9         # SGD and RMSprop momentum
+    nesterov: bool = False        # SGD: Nesterov momentum
+    weight_decay: float = 0.0     # decoupled for adamw, L2 for the others
+    decay_all: bool = False       # also decay embeddings and norm gains (default: matrices of Linear layers only)
+    grad_clip: float = 0.0        # clip the global gradient norm to this; 0 = off
+    eval_every: int = 200         # steps between val evaluations (and one at the end)
+    patience: int = 0             # stop after this many evaluations without a new best val; 0 = never
+    target: float = 1.9           # val loss whose first crossing is timed (steps and seconds)
+    seed: int = 1337              # model init, dropout, batch order (separate generator)
+    split_seed: int = 3407        # PROTOCOL.md's split permutation seed
+    dtype: str = "float32"        # parameters and activations
+    parity: bool = False          # reproduce microgpt.py exactly: Python-RNG init and data order, all names, float64
+    log_every: int = 100          # steps between console lines
+    samples: int = 20             # names written to samples.txt at the end
+    temperature: float = 0.5      # sampling temperature for samples.txt (microgpt 0.5)
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into config.json
+
+    def validate(self) -> None:
+        """Raise UsageError on settings that cannot train."""
+        for name in ("steps", "batch_size", "eval_every", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise UsageError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("warmup_steps", "patience", "samples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise UsageError(f"{name} must be a non-negative integer, got {value!r}")
+        if not self.lr > 0:
+            raise UsageError(f"lr must be positive, got {self.lr!r}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise UsageError(f"min_lr must be in [0, lr={self.lr}], got {self.min_lr!r}")
+        if self.schedule == "exponential" and self.min_lr <= 0:
+            raise UsageError("the exponential schedule decays to min_lr, which must be > 0: set --min-lr (e.g. 1e-4)")
+        if self.warmup_steps >= self.steps:
+            raise UsageError(f"warmup_steps {self.warmup_steps} must be below steps {self.steps}")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise UsageError(f"{name} must be in [0, 1), got {value!r}")
+        if not 0 <= self.momentum < 1:
+            raise UsageError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise UsageError("--nesterov needs --optimizer sgd and --momentum > 0")
+        for name in ("eps", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not self.temperature > 0:
+            raise UsageError(f"temperature must be positive, got {self.temperature!r}")
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("dtype", self.dtype, DTYPES)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UsageError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def to_dict(cfg: ModelConfig | TrainConfig) -> dict[str, Any]:
+    """The config as a JSON-ready dict."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, values: dict[str, Any]):
+    """Build cls from a dict, rejecting unknown keys with the key named."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UsageError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    return cls(**values)
+
+
+# Presets: named overrides of the defaults. Each value says where it comes from.
+PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # Karpathy's microgpt.py, bit for bit (see README "microgpt parity").
+    "microgpt": (
+        {},
+        {"parity": True, "dtype": "float64", "steps": 1000, "batch_size": 1, "lr": 0.01, "schedule": "linear",
+         "optimizer": "adam", "beta1": 0.85, "beta2": 0.99, "eps": 1e-8},
+    ),
+    # makemore's default transformer (makemore.py @988aa59): 4 layers, 4 heads, 64 wide, LayerNorm, GELU, final
+    # LayerNorm, AdamW 5e-4 constant, betas (0.9, 0.99), wd 0.01 on every parameter, batch 32. No biases here.
+    "makemore": (
+        {"n_layer": 4, "n_head": 4, "n_embd": 64, "norm": "layernorm", "embed_norm": False, "final_norm": True,
+         "activation": "gelu", "init": "scaled"},
+        {"optimizer": "adamw", "lr": 5e-4, "schedule": "constant", "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.01,
+         "decay_all": True, "batch_size": 32, "steps": 10000, "eval_every": 500},
+    ),
+}

@@ -1,0 +1,296 @@
+"""Names in, token batches out: where the dataset comes from, its vocabulary, PROTOCOL.md's splits, packed batches.
+
+A name of n characters is the sequence BOS c1 .. cn BOS and gives n+1 predictions. Batches pack several names into
+one row with a block-diagonal causal mask and positions restarting at 0 for each name, so no step computes on padding
+beyond the tail of a row, and the model sees each name exactly as if it were alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import UsageError
+
+NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/988aa59/names.txt"
+NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
+DATA_ENV = "MICROGPT_DATA"
+MIN_EXAMPLES = 10  # the smallest file whose splits are non-empty: 1 test, 1 val, 8 train
+
+
+def cache_path() -> Path:
+    """Where the downloaded names.txt is kept: $XDG_CACHE_HOME/microgpt or ~/.cache/microgpt."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "microgpt" / "names.txt"
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def resolve_data_path(path: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """The dataset file: path if given, else $MICROGPT_DATA, else the user cache, else a verified download into it."""
+    if path:
+        return Path(path)
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV])
+    cached = cache_path()
+    if cached.is_file():
+        if sha256_of(cached) != NAMES_SHA256:
+            raise UsageError(f"cached dataset {cached} does not match sha256 {NAMES_SHA256}: delete it to re-download")
+        return cached
+    if not download:
+        raise UsageError(f"no dataset: --data not given, ${DATA_ENV} not set, {cached} missing")
+    try:
+        _download(NAMES_URL, cached, NAMES_SHA256)
+    except (OSError, ValueError) as err:
+        raise UsageError(
+            f"no dataset: --data not given, ${DATA_ENV} not set, {cached} missing, and downloading {NAMES_URL} failed "
+            f"({err}); pass --data PATH or set {DATA_ENV}=PATH"
+        ) from None
+    return cached
+
+
+def _download(url: str, dest: Path, sha256: str) -> None:
+    """Fetch url into dest atomically, only if its sha256 matches."""
+    with urllib.request.urlopen(url, timeout=30) as response:
+        payload = response.read()
+    digest = hashlib.sha256(payload).hexdigest()
+    if digest != sha256:
+        raise ValueError(f"sha256 {digest} != expected {sha256}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, dest)
+
+
+def load_words(path: str | os.PathLike) -> list[str]:
+    """The file's lines, stripped, empty ones dropped, order kept; UsageError on anything that is not such a file."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"data file not found: {path} (pass --data PATH to a one-example-per-line text file)")
+    if path.is_dir():
+        raise UsageError(f"data path is a directory, not a file: {path} (pass --data PATH to a text file)")
+    raw = path.read_bytes()
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise UsageError(f"data file {path} contains a NUL byte on line {line}: it is binary, not one example per line")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise UsageError(f"data file {path} is not UTF-8 (byte 0x{raw[err.start]:02x} on line {line}): re-encode it as UTF-8") from None
+    words = [line.strip() for line in text.splitlines()]
+    words = [w for w in words if w]
+    if not words:
+        raise UsageError(f"data file {path} is empty or whitespace-only: it needs one example per line")
+    return words
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """Characters of the data, sorted, are ids 0..len-1; BOS, the boundary token, is the last id."""
+
+    chars: tuple[str, ...]
+
+    @classmethod
+    def from_words(cls, words: list[str]) -> "Tokenizer":
+        return cls(tuple(sorted(set("".join(words)))))
+
+    @property
+    def bos(self) -> int:
+        return len(self.chars)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars) + 1
+
+    def encode(self, word: str) -> list[int]:
+        index = self._index
+        return [index[ch] for ch in word]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.chars[i] for i in ids if i != self.bos)
+
+    @property
+    def _index(self) -> dict[str, int]:
+        cached = self.__dict__.get("_index_cache")
+        if cached is None:
+            cached = {ch: i for i, ch in enumerate(self.chars)}
+            object.__setattr__(self, "_index_cache", cached)
+        return cached
+
+
+def split_words(words: list[str], seed: int = 3407) -> tuple[list[str], list[str], list[str]]:
+    """(train, val, test) exactly as PROTOCOL.md: makemore's randperm, test = its last n_test, val the n_test before."""
+    if len(words) < MIN_EXAMPLES:
+        raise UsageError(
+            f"the splits need at least {MIN_EXAMPLES} examples (1 test, 1 val, 8 train); the data has {len(words)}"
+        )
+    generator = torch.Generator().manual_seed(seed)  # same stream as torch.manual_seed(seed) on the default generator
+    perm = torch.randperm(len(words), generator=generator).tolist()
+    n_test = min(1000, int(0.1 * len(words)))
+    test = [words[i] for i in perm[-n_test:]]
+    rest = perm[:-n_test]
+    val = [words[i] for i in rest[-n_test:]]
+    train = [words[i] for i in rest[:-n_test]]
+    return train, val, test
+
+
+@dataclass
+class Dataset:
+    """One loaded dataset: its source, vocabulary and the three splits (PROTOCOL.md)."""
+
+    path: str
+    sha256: str
+    words: list[str]
+    tokenizer: Tokenizer
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    split_seed: int
+
+    @property
+    def max_len(self) -> int:
+        """Characters in the longest example; the context must hold max_len + 1 inputs."""
+        return max(len(w) for w in self.words)
+
+    def check_block_size(self, block_size: int) -> None:
+        """UsageError naming the first example whose n+1 inputs do not fit into block_size positions."""
+        for lineno, word in enumerate(self.words, start=1):
+            if len(word) + 1 > block_size:
+                raise UsageError(
+                    f"example {lineno} ({word[:40]!r}) has {len(word)} characters and needs a context of "
+                    f"{len(word) + 1}, but --block-size is {block_size}: raise --block-size to at least {self.max_len + 1}"
+                )
+
+    def microgpt_docs(self, rng: random.Random) -> list[str]:
+        """microgpt.py's training order: every example, shuffled by the given Python RNG."""
+        docs = list(self.words)
+        rng.shuffle(docs)
+        return docs
+
+
+def load_dataset(path: str | os.PathLike | None = None, split_seed: int = 3407) -> Dataset:
+    """Resolve, read, tokenize and split the dataset."""
+    resolved = resolve_data_path(path)
+    words = load_words(resolved)
+    train, val, test = split_words(words, split_seed)
+    return Dataset(
+        path=str(resolved),
+        sha256=sha256_of(resolved),
+        words=words,
+        tokenizer=Tokenizer.from_words(words),
+        train=train,
+        val=val,
+        test=test,
+        split_seed=split_seed,
+    )
+
+
+@dataclass
+class Batch:
+    """Packed names. Rows of width W; target -1 marks padding, which the loss skips."""
+
+    idx: torch.Tensor      # (R, W) input token ids
+    targets: torch.Tensor  # (R, W) next-token ids, -1 on padding
+    pos: torch.Tensor      # (R, W) position of each token inside its own name
+    mask: torch.Tensor | None  # (R, 1, W, W) True where attention is allowed; None = plain causal (one name a row)
+    n_tokens: int          # real predictions in the batch
+
+    def to(self, device: torch.device | str) -> "Batch":
+        if str(device) == "cpu":
+            return self
+        mask = None if self.mask is None else self.mask.to(device, non_blocking=True)
+        return Batch(self.idx.to(device, non_blocking=True), self.targets.to(device, non_blocking=True),
+                     self.pos.to(device, non_blocking=True), mask, self.n_tokens)
+
+
+def pack(seqs: list[list[int]], bos: int, width: int | None = None) -> Batch:
+    """Pack encoded names (ids without BOS) into rows of `width` tokens, first-fit by decreasing length."""
+    lengths = [len(s) + 1 for s in seqs]  # inputs per name: BOS + characters
+    width = width or max(lengths)
+    rows: list[list[int]] = []  # indices into seqs
+    room: list[int] = []
+    for i in sorted(range(len(seqs)), key=lambda i: -lengths[i]):
+        for r, free in enumerate(room):
+            if free >= lengths[i]:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(width - lengths[i])
+    n_rows = len(rows)
+    idx = [[bos] * width for _ in range(n_rows)]
+    tgt = [[-1] * width for _ in range(n_rows)]
+    pos = [[0] * width for _ in range(n_rows)]
+    seg = [[-1] * width for _ in range(n_rows)]
+    for r, members in enumerate(rows):
+        t = 0
+        for k, i in enumerate(members):
+            s = seqs[i]
+            n = len(s)
+            idx[r][t + 1:t + n + 1] = s
+            tgt[r][t:t + n] = s
+            tgt[r][t + n] = bos
+            pos[r][t:t + n + 1] = range(n + 1)
+            seg[r][t:t + n + 1] = [k] * (n + 1)
+            t += n + 1
+    one_name_per_row = all(len(m) == 1 for m in rows) and all(f == 0 for f in room)
+    mask = None
+    if not one_name_per_row:
+        seg_t = torch.tensor(seg)
+        same = seg_t[:, :, None] == seg_t[:, None, :]
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        mask = (same & causal)[:, None]  # padding (segment -1) attends to padding only, so no row is all-False
+    return Batch(torch.tensor(idx), torch.tensor(tgt), torch.tensor(pos), mask, sum(lengths))
+
+
+def eval_batches(words: list[str], tokenizer: Tokenizer, names_per_batch: int = 4096) -> list[Batch]:
+    """A whole split as packed batches, for token-weighted evaluation."""
+    seqs = [tokenizer.encode(w) for w in words]
+    width = max(len(s) for s in seqs) + 1
+    return [pack(seqs[i:i + names_per_batch], tokenizer.bos, width) for i in range(0, len(seqs), names_per_batch)]
+
+
+class BatchSampler:
+    """Training batches of batch_size names: epochs of a seeded permutation, so each name is seen once per epoch."""
+
+    def __init__(self, words: list[str], tokenizer: Tokenizer, batch_size: int, seed: int):
+        self.seqs = [tokenizer.encode(w) for w in words]
+        self.bos = tokenizer.bos
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order: list[int] = []
+
+    def next(self) -> Batch:
+        picked: list[list[int]] = []
+        while len(picked) < self.batch_size:
+            if not self.order:
+                self.order = torch.randperm(len(self.seqs), generator=self.generator).tolist()
+            picked.append(self.seqs[self.order.pop()])
+        return pack(picked, self.bos)
+
+
+class SequenceSampler:
+    """microgpt.py's order: docs[step % len(docs)], batch_size names at a time."""
+
+    def __init__(self, docs: list[str], tokenizer: Tokenizer, batch_size: int):
+        self.seqs = [tokenizer.encode(w) for w in docs]
+        self.bos = tokenizer.bos
+        self.batch_size = batch_size
+        self.cursor = 0
+
+    def next(self) -> Batch:
+        picked = []
+        for _ in range(self.batch_size):
+            picked.append(self.seqs[self.cursor % len(self.seqs)])
+            self.cursor += 1
+        return pack(picked, self.bos)

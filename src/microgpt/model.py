@@ -1,0 +1,185 @@
+"""A GPT in microgpt's family: token + position embeddings, pre-norm blocks of causal attention and an MLP, a head.
+
+Differences from GPT-2, at the defaults (= microgpt.py): RMSNorm without gain instead of LayerNorm, a norm right after
+the embeddings, no final norm, ReLU instead of GELU, no biases, untied head. Each of these is a ModelConfig option.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ModelConfig
+
+NORM_EPS = 1e-5  # microgpt's rmsnorm epsilon
+
+
+class Norm(nn.Module):
+    """rmsnorm (no parameters, microgpt), rmsnorm_gain (learnable gain) or layernorm (gain and bias)."""
+
+    def __init__(self, kind: str, dim: int):
+        super().__init__()
+        self.kind, self.dim = kind, dim
+        self.weight = nn.Parameter(torch.ones(dim)) if kind in ("rmsnorm_gain", "layernorm") else None
+        self.bias = nn.Parameter(torch.zeros(dim)) if kind == "layernorm" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "layernorm":
+            return F.layer_norm(x, (self.dim,), self.weight, self.bias, NORM_EPS)
+        return F.rms_norm(x, (self.dim,), self.weight, NORM_EPS)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.dropout = cfg.dropout
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)  # rows: microgpt's wq, wk, wv stacked
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)      # microgpt's wo
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=self.dropout if self.training else 0.0
+        )  # scale 1/sqrt(hs), as microgpt
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+ACTIVATIONS = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "relu2": lambda x: F.relu(x).square(),
+}
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False)    # microgpt's mlp_fc1
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False)  # microgpt's mlp_fc2
+        self.act = ACTIVATIONS[cfg.activation]
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.residual = cfg.residual
+        self.norm_1 = Norm(cfg.norm, cfg.n_embd)
+        self.attn = CausalSelfAttention(cfg)
+        self.norm_2 = Norm(cfg.norm, cfg.n_embd)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        a = self.attn(self.norm_1(x), mask)
+        x = x + a if self.residual else a
+        m = self.mlp(self.norm_2(x))
+        return x + m if self.residual else m
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.embed_norm = Norm(cfg.norm, cfg.n_embd) if cfg.embed_norm else nn.Identity()
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.final_norm = Norm(cfg.norm, cfg.n_embd) if cfg.final_norm else nn.Identity()
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.lm_head.weight = self.wte.weight
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # parameters() yields a tied matrix once
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        pos: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx (B, T) -> logits (B, T, vocab); loss = mean cross-entropy over targets != -1."""
+        B, T = idx.shape
+        if pos is None:
+            pos = torch.arange(T, device=idx.device)
+        x = self.drop(self.embed_norm(self.wte(idx) + self.wpe(pos)))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, mask)
+        logits = self.lm_head(self.final_norm(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Extend idx (B, T) by sampling max_new_tokens tokens (never past block_size)."""
+        for _ in range(min(max_new_tokens, self.cfg.block_size - idx.size(1))):
+            logits, _ = self(idx)
+            logits = logits[:, -1, :] / temperature
+            if top_k is not None:
+                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                logits[logits < v[:, [-1]]] = -float("inf")
+            probs = F.softmax(logits.double(), dim=-1)
+            nxt = torch.multinomial(probs.cpu(), num_samples=1, generator=generator).to(idx.device)
+            idx = torch.cat((idx, nxt), dim=1)
+        return idx
+
+
+def microgpt_matrices(model: GPT) -> list[torch.Tensor]:
+    """The weight matrices in the order microgpt.py creates them: wte, wpe, lm_head, then per layer q, k, v, o, fc1, fc2."""
+    tensors = [model.wte.weight, model.wpe.weight, model.lm_head.weight]
+    for block in model.blocks:
+        tensors += [block.attn.c_attn.weight, block.attn.c_proj.weight, block.mlp.c_fc.weight, block.mlp.c_proj.weight]
+    return tensors
+
+
+@torch.no_grad()
+def init_weights(model: GPT, generator: torch.Generator | None = None, py_rng: random.Random | None = None) -> None:
+    """Initialise every parameter. With py_rng, exactly as microgpt.py: random.gauss(0, std), row by row, in its order."""
+    cfg = model.cfg
+    for module in model.modules():
+        if isinstance(module, Norm):
+            if module.weight is not None:
+                module.weight.fill_(1.0)
+            if module.bias is not None:
+                module.bias.zero_()
+    if py_rng is not None:
+        for weight in microgpt_matrices(model):
+            flat = [py_rng.gauss(0, cfg.init_std) for _ in range(weight.numel())]  # (out, in) row-major = microgpt
+            weight.copy_(torch.tensor(flat, dtype=torch.float64).view_as(weight))
+        return
+    if cfg.init == "microgpt":
+        for weight in microgpt_matrices(model):
+            weight.normal_(0.0, cfg.init_std, generator=generator)
+        return
+    # nanoGPT: N(0, 0.02) everywhere, residual projections scaled by 1/sqrt(2 n_layer) (GPT-2 paper)
+    for weight in microgpt_matrices(model):
+        weight.normal_(0.0, 0.02, generator=generator)
+    for block in model.blocks:
+        block.attn.c_proj.weight.normal_(0.0, 0.02 / math.sqrt(2 * cfg.n_layer), generator=generator)
+        block.mlp.c_proj.weight.normal_(0.0, 0.02 / math.sqrt(2 * cfg.n_layer), generator=generator)
