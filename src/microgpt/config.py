@@ -146,7 +146,7 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # Karpathy's microgpt.py, bit for bit (see README "microgpt parity").
     "microgpt": (
         {},
-        {"parity": True, "dtype": "float64", "steps": 1000, "batch_size": 1, "lr": 0.01, "schedule": "linear",
+        {"parity": True, "seed": 42, "dtype": "float64", "steps": 1000, "batch_size": 1, "lr": 0.01, "schedule": "linear",
          "optimizer": "adam", "beta1": 0.85, "beta2": 0.99, "eps": 1e-8},
     ),
     # makemore's default transformer (makemore.py @988aa59): 4 layers, 4 heads, 64 wide, LayerNorm, GELU, final
@@ -158,3 +158,30 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
          "decay_all": True, "batch_size": 32, "steps": 10000, "eval_every": 500},
     ),
 }
+
+
+def resolve(
+    overrides: dict[str, Any],
+    preset: str | None = None,
+    vocab_size: int = 27,
+    default_block_size: int = 16,
+) -> tuple[ModelConfig, TrainConfig]:
+    """Defaults, then the preset, then overrides (any field of either config) -> validated configs."""
+    if preset is not None and preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    model_values, train_values = PRESETS[preset] if preset else ({}, {})
+    model_values = {"vocab_size": vocab_size, "block_size": default_block_size, **model_values}
+    train_values = dict(train_values)
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key, value in overrides.items():
+        if key in model_fields:
+            model_values[key] = value
+        elif key in train_fields:
+            train_values[key] = value
+        else:
+            raise UsageError(f"unknown setting {key!r}; settings are the fields of ModelConfig and TrainConfig")
+    model_cfg, train_cfg = ModelConfig(**model_values), TrainConfig(**train_values)
+    model_cfg.validate()
+    train_cfg.validate()
+    return model_cfg, train_cfg

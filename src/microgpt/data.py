@@ -213,20 +213,25 @@ class Batch:
 
 
 def pack(seqs: list[list[int]], bos: int, width: int | None = None) -> Batch:
-    """Pack encoded names (ids without BOS) into rows of `width` tokens, first-fit by decreasing length."""
+    """Pack encoded names (ids without BOS) into rows of `width` tokens, best fit by decreasing length."""
     lengths = [len(s) + 1 for s in seqs]  # inputs per name: BOS + characters
     width = width or max(lengths)
     rows: list[list[int]] = []  # indices into seqs
-    room: list[int] = []
+    room: list[int] = []        # free slots per row
+    open_rows: list[list[int]] = [[] for _ in range(width + 1)]  # rows by free slots, for best fit in O(width)
     for i in sorted(range(len(seqs)), key=lambda i: -lengths[i]):
-        for r, free in enumerate(room):
-            if free >= lengths[i]:
-                rows[r].append(i)
-                room[r] -= lengths[i]
-                break
-        else:
+        need = lengths[i]
+        free = next((f for f in range(need, width + 1) if open_rows[f]), None)
+        if free is None:
+            r = len(rows)
             rows.append([i])
-            room.append(width - lengths[i])
+            room.append(width - need)
+        else:
+            r = open_rows[free].pop()
+            rows[r].append(i)
+            room[r] -= need
+        if room[r] > 0:
+            open_rows[room[r]].append(r)
     n_rows = len(rows)
     idx = [[bos] * width for _ in range(n_rows)]
     tgt = [[-1] * width for _ in range(n_rows)]

@@ -137,8 +137,8 @@ class GPT(nn.Module):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Extend idx (B, T) by sampling max_new_tokens tokens (never past block_size)."""
-        for _ in range(min(max_new_tokens, self.cfg.block_size - idx.size(1))):
+        """Extend idx (B, T) by sampling up to max_new_tokens tokens; the model never sees more than block_size."""
+        for _ in range(min(max_new_tokens, self.cfg.block_size - idx.size(1) + 1)):
             logits, _ = self(idx)
             logits = logits[:, -1, :] / temperature
             if top_k is not None:

@@ -1,0 +1,203 @@
+"""The command line: `microgpt train` and `microgpt sample`. The only module that reads argv, picks the device,
+sets thread counts and makes run directories."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+import torch
+
+from .config import ACTIVATIONS, DTYPES, INITS, NORMS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig, UsageError, resolve
+from .data import DATA_ENV, load_dataset
+from .model import GPT
+from .rundir import load_checkpoint, new_run_dir, read_json, run_config, write_json, write_run
+from .sample import sample_names, sample_names_microgpt, tag_names, tag_shares
+from .train import train
+
+# Flags whose value goes into a config field of the same name. Everything else is about the process, not the run.
+RUN_FLAGS = (
+    "steps", "batch_size", "lr", "min_lr", "schedule", "warmup_steps", "optimizer", "beta1", "beta2", "eps",
+    "momentum", "nesterov", "weight_decay", "decay_all", "grad_clip", "eval_every", "patience", "target", "seed",
+    "split_seed", "dtype", "parity", "log_every", "samples", "temperature",
+    "n_embd", "n_layer", "n_head", "block_size", "dropout", "norm", "embed_norm", "final_norm", "activation",
+    "tie_weights", "residual", "init", "init_std",
+)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line and exits 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    """Every model and training flag; default None so only what the user typed overrides the preset."""
+    bool_flag = argparse.BooleanOptionalAction
+    g = p.add_argument_group("data")
+    g.add_argument("--data", metavar="PATH",
+                   help=f"one example per line, UTF-8 (default: ${DATA_ENV}, else ~/.cache/microgpt/names.txt, "
+                        "else download makemore's names.txt, sha256-checked)")
+    g.add_argument("--split-seed", type=int, help="seed of PROTOCOL.md's split permutation (default 3407)")
+    g = p.add_argument_group("model")
+    g.add_argument("-e", "--n-embd", type=int, help="residual width (default 16)")
+    g.add_argument("-y", "--n-layer", type=int, help="transformer blocks (default 1)")
+    g.add_argument("--n-head", type=int, help="attention heads, must divide --n-embd (default 4)")
+    g.add_argument("-c", "--block-size", type=int, help="positions; >= longest example + 1 (default: exactly that)")
+    g.add_argument("--dropout", type=float, help="dropout probability in [0, 1) (default 0)")
+    g.add_argument("--norm", choices=NORMS, help="rmsnorm (no gain, microgpt) | rmsnorm_gain | layernorm")
+    g.add_argument("--embed-norm", action=bool_flag, help="norm right after the embeddings (default on, microgpt)")
+    g.add_argument("--final-norm", action=bool_flag, help="norm before the head (default off, microgpt)")
+    g.add_argument("--activation", choices=ACTIVATIONS, help="MLP activation (default relu)")
+    g.add_argument("--tie-weights", action=bool_flag, help="share wte with lm_head (default off)")
+    g.add_argument("--residual", action=bool_flag, help="residual connections (default on)")
+    g.add_argument("--init", choices=INITS, help="microgpt: N(0, --init-std); scaled: nanoGPT's 0.02 with scaled projections")
+    g.add_argument("--init-std", type=float, help="std of the microgpt init (default 0.08)")
+    g = p.add_argument_group("training")
+    g.add_argument("-s", "--steps", type=int, help="optimizer steps (default 1000)")
+    g.add_argument("-b", "--batch-size", type=int, help="names per step (default 1)")
+    g.add_argument("-l", "--lr", type=float, help="peak learning rate (default 0.01)")
+    g.add_argument("--min-lr", type=float, help="learning rate the decay ends at (default 0)")
+    g.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default linear, microgpt)")
+    g.add_argument("--warmup-steps", type=int, help="linear warmup steps before the schedule (default 0)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam (betas 0.85/0.99, eps 1e-8, microgpt)")
+    g.add_argument("--beta1", type=float, help="Adam/AdamW beta1 (default 0.85)")
+    g.add_argument("--beta2", type=float, help="Adam/AdamW beta2, RMSprop alpha (default 0.99)")
+    g.add_argument("--eps", type=float, help="Adam/AdamW/RMSprop epsilon (default 1e-8)")
+    g.add_argument("--momentum", type=float, help="SGD/RMSprop momentum (default 0.9)")
+    g.add_argument("--nesterov", action=bool_flag, help="Nesterov momentum for SGD")
+    g.add_argument("--weight-decay", type=float, help="decoupled for adamw, L2 otherwise (default 0)")
+    g.add_argument("--decay-all", action=bool_flag, help="decay embeddings and norm gains too (default: matrices only)")
+    g.add_argument("--grad-clip", type=float, help="clip the global grad norm to this; 0 = off (default 0)")
+    g.add_argument("--dtype", choices=DTYPES, help="default float32 (float64 with --preset microgpt)")
+    g.add_argument("--seed", type=int, help="init, dropout and batch-order seed (default 1337; 42 for microgpt)")
+    g.add_argument("--parity", action=bool_flag,
+                   help="microgpt.py's exact run: Python-RNG init and order over all names (set by --preset microgpt)")
+    g = p.add_argument_group("evaluation and output")
+    g.add_argument("--eval-every", type=int, help="steps between val evaluations (default 200)")
+    g.add_argument("--patience", type=int, help="early stop after this many evals without a better val; 0 = off")
+    g.add_argument("--target", type=float, help="val loss whose first crossing is timed (default 1.9)")
+    g.add_argument("--log-every", type=int, help="steps between console lines (default 100)")
+    g.add_argument("--samples", type=int, help="names written to samples.txt (default 20)")
+    g.add_argument("--temperature", type=float, help="sampling temperature for samples.txt (default 0.5)")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="microgpt", description="Train tiny character-level GPTs on names; measure held-out loss.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    p = sub.add_parser("train", help="train one model and record the run",
+                       description="Train one model; record it under --out-dir/<name>/.")
+    p.add_argument("--preset", choices=tuple(PRESETS), help="start from a named recipe; flags override it")
+    add_run_flags(p)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if present")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for these sizes)")
+    p.add_argument("--out-dir", default="runs", help="where run directories go (default runs/)")
+    p.add_argument("--name", help="run directory name (default <preset|train>-<date>-<time>)")
+
+    p = sub.add_parser("sample", help="generate names from a trained run",
+                       description="Generate names from a run's model.pt; tag each new / in train / in val-test.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `microgpt train`")
+    p.add_argument("-n", "--num", type=int, default=20, help="how many names (default 20)")
+    p.add_argument("-t", "--temperature", type=float, default=0.5, help="softmax temperature (default 0.5)")
+    p.add_argument("--top-k", type=int, help="sample from the k most likely tokens only")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--data", metavar="PATH", help="dataset for tagging (default: the one the run recorded)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    return parser
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but torch sees no CUDA device: use --device cpu or auto")
+    return name
+
+
+def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    overrides = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
+    split_seed = overrides.get("split_seed", TrainConfig.split_seed)
+    data = load_dataset(args.data, split_seed)
+    model_cfg, cfg = resolve(overrides, args.preset, data.tokenizer.vocab_size, data.max_len + 1)
+    data.check_block_size(model_cfg.block_size)
+    device = resolve_device(args.device)
+    run_dir = new_run_dir(args.out_dir, args.name, prefix=args.preset or "train")  # input is valid: safe to create
+    config = run_config(model_cfg, cfg, data, device, ["microgpt", *argv])
+    write_json(run_dir / "config.json", config)
+
+    print(f"data   {data.path}: {len(data.words):,} examples, vocab {data.tokenizer.vocab_size} "
+          f"| train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,} (split seed {data.split_seed})")
+    print(f"model  {GPT(model_cfg).num_params():,} params: {model_cfg.n_layer} layer x {model_cfg.n_head} heads x {model_cfg.n_embd} wide, block "
+          f"{model_cfg.block_size}, {model_cfg.norm}, {model_cfg.activation} | {cfg.optimizer} lr {cfg.lr:g} "
+          f"{cfg.schedule}, batch {cfg.batch_size}, {cfg.steps} steps | {device}, {args.threads} thread{'s' if args.threads > 1 else ''}, {cfg.dtype}"
+          + (" | microgpt parity" if cfg.parity else ""))
+    py_rng = random.Random(cfg.seed) if cfg.parity else None
+    model, result = train(model_cfg, cfg, data, device=device, log=print, progress=sys.stderr.isatty(), py_rng=py_rng)
+
+    if cfg.parity:
+        names = sample_names_microgpt(model, data.tokenizer, cfg.samples, cfg.temperature, py_rng)
+    else:
+        generator = torch.Generator().manual_seed(cfg.seed)
+        names = sample_names(model, data.tokenizer, cfg.samples, cfg.temperature, generator=generator)
+    tags = tag_names(names, data.train, data.val + data.test)
+    write_run(run_dir, config, result, model, data.tokenizer, list(zip(names, tags)))
+
+    fmt = lambda x: "  -   " if x is None else f"{x:.4f}"  # noqa: E731
+    tier = f"tier {result.tier}" if result.tier else "no tier (test >= 2.2)"
+    print(f"{result.state}: {result.stop_reason} in {result.wall_seconds:.1f} s "
+          f"({1000 * result.train_seconds / max(1, result.steps_done):.2f} ms/step, {result.tokens_per_second:,.0f} tok/s)")
+    print(f"loss   train {fmt(result.train_loss)} | val {fmt(result.val_loss)} (best, step {result.best_val_step}) "
+          f"| test {fmt(result.test_loss)} | {tier}")
+    if cfg.parity:
+        print("note   microgpt parity trains on every name, val/test included: these losses are not held out")
+    shares = tag_shares(tags)
+    print(f"sample {', '.join(names[:8])} ... ({shares['new']:.0%} new, {shares['in train']:.0%} in train, "
+          f"{shares['in val-test']:.0%} in val-test)")
+    print(f"run    {run_dir}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    if args.num < 1:
+        raise UsageError(f"-n must be >= 1, got {args.num}")
+    if not args.temperature > 0:
+        raise UsageError(f"-t must be > 0, got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"run directory not found: {run_dir}")
+    device = resolve_device(args.device)
+    model, tokenizer, _ = load_checkpoint(run_dir, device)
+    config = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
+    data_path = args.data or config.get("data", {}).get("path")
+    split_seed = config.get("data", {}).get("split_seed", TrainConfig.split_seed)
+    data = load_dataset(data_path, split_seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    names = sample_names(model, tokenizer, args.num, args.temperature, args.top_k, generator)
+    tags = tag_names(names, data.train, data.val + data.test)
+    for name, tag in zip(names, tags):
+        print(f"{name:<18} {tag}")
+    shares = tag_shares(tags)
+    print(" | ".join(f"{t} {shares[t]:.0%}" for t in shares))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `microgpt` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            return cmd_train(args, argv)
+        return cmd_sample(args)
+    except UsageError as err:
+        sys.stderr.write(f"microgpt: error: {err}\n")
+        return 2

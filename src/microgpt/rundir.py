@@ -1,0 +1,149 @@
+"""A run directory: everything needed to read a run back or rebuild it, written so that nothing is ever half-written.
+
+runs/<name>/
+  args.txt       the exact command
+  config.json    resolved ModelConfig and TrainConfig, data source and splits, device, versions
+  metrics.csv    step, lr, batch loss, val loss (when evaluated), elapsed seconds
+  summary.json   the RunResult figures (held-out losses, tier, timing, stability)
+  model.pt       the val-selected weights with their config and vocabulary (torch.load(..., weights_only=True))
+  samples.txt    generated names, each tagged new / in train / in val-test
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .config import ModelConfig, TrainConfig, UsageError, from_dict, to_dict
+from .data import Dataset, Tokenizer
+from .model import GPT
+from .train import RunResult
+
+METRICS_FIELDS = ("step", "lr", "loss", "val_loss", "elapsed_s")
+
+
+def write_atomic(path: Path, payload: bytes | str) -> None:
+    """Write to a temporary sibling, then rename: readers see the old file or the new one, never a part."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(payload.encode() if isinstance(payload, str) else payload)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def new_run_dir(root: str | os.PathLike, name: str | None, prefix: str = "train") -> Path:
+    """Create a fresh directory root/name (default prefix-YYYYmmdd-HHMMSS), suffixing -2, -3 ... if taken."""
+    root = Path(root)
+    base = name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    root.mkdir(parents=True, exist_ok=True)
+    for k in range(1, 10_000):
+        path = root / (base if k == 1 else f"{base}-{k}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise UsageError(f"could not create a run directory under {root} named {base}")
+
+
+def run_config(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset, device: str, argv: list[str]) -> dict:
+    """The resolved configuration of a run, as config.json holds it."""
+    return {
+        "model": to_dict(model_cfg),
+        "train": to_dict(train_cfg),
+        "data": {
+            "path": data.path,
+            "sha256": data.sha256,
+            "examples": len(data.words),
+            "chars": "".join(data.tokenizer.chars),
+            "split_seed": data.split_seed,
+            "splits": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        },
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "seed": train_cfg.seed,
+        "argv": argv,
+        "versions": {"microgpt": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+
+
+def metrics_csv(history: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=METRICS_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRICS_FIELDS})
+    return out.getvalue()
+
+
+def write_run(
+    run_dir: Path,
+    config: dict,
+    result: RunResult,
+    model: GPT | None,
+    tokenizer: Tokenizer,
+    samples: list[tuple[str, str]],
+) -> None:
+    """Write every record of a finished run into run_dir (which new_run_dir made)."""
+    run_dir = Path(run_dir)
+    write_atomic(run_dir / "args.txt", shlex.join(config["argv"]) + "\n")
+    write_json(run_dir / "config.json", config)
+    write_atomic(run_dir / "metrics.csv", metrics_csv(result.history))
+    if model is not None and result.best_val is not None:
+        save_checkpoint(run_dir / "model.pt", model, tokenizer, result.best_val_step)
+    write_atomic(run_dir / "samples.txt", "".join(f"{name}\t{tag}\n" for name, tag in samples))
+    write_json(run_dir / "summary.json", result.summary())  # last: its presence means the run is complete on disk
+
+
+def save_checkpoint(path: Path, model: GPT, tokenizer: Tokenizer, step: int | None) -> None:
+    payload = {
+        "model_config": to_dict(model.cfg),
+        "chars": list(tokenizer.chars),
+        "step": step,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    write_atomic(Path(path), buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[GPT, Tokenizer, dict]:
+    """(model in eval mode, tokenizer, payload) from a model.pt or a run directory holding one."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise UsageError(f"no checkpoint at {path}: pass a run directory that has model.pt")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+        model_cfg = from_dict(ModelConfig, payload["model_config"])
+        state = payload["state_dict"]
+        dtype = next(iter(state.values())).dtype
+        model = GPT(model_cfg).to(dtype)
+        model.load_state_dict(state)
+    except UsageError:
+        raise
+    except Exception as err:  # a truncated or foreign file: say which, not a traceback
+        raise UsageError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+    model.to(device).eval()
+    return model, Tokenizer(tuple(payload["chars"])), payload
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot read {path}: {err}") from None

@@ -1,0 +1,80 @@
+"""Names from a trained model, and how new they are: each is new, in the train split, or in val/test."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import torch
+import torch.nn.functional as F
+
+from .data import Tokenizer
+from .model import GPT
+
+TAGS = ("new", "in train", "in val-test")
+
+
+def _device_of(model: GPT) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def sample_names(
+    model: GPT,
+    tokenizer: Tokenizer,
+    n: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> list[str]:
+    """n names, each from BOS until the model emits BOS or the context is full."""
+    was_training = model.training
+    model.eval()
+    idx = torch.full((n, 1), tokenizer.bos, dtype=torch.long, device=_device_of(model))
+    out = model.generate(idx, model.cfg.block_size, temperature, top_k, generator).tolist()
+    model.train(was_training)
+    names = []
+    for row in out:
+        ids = row[1:]
+        if tokenizer.bos in ids:
+            ids = ids[: ids.index(tokenizer.bos)]
+        names.append(tokenizer.decode(ids))
+    return names
+
+
+@torch.no_grad()
+def sample_names_microgpt(
+    model: GPT, tokenizer: Tokenizer, n: int, temperature: float, py_rng: random.Random
+) -> list[str]:
+    """microgpt.py's sampler: random.choices over softmax(logits / temperature), from its own Python RNG."""
+    was_training = model.training
+    model.eval()
+    device = _device_of(model)
+    vocab = range(tokenizer.vocab_size)
+    names = []
+    for _ in range(n):
+        tokens = [tokenizer.bos]
+        chars: list[int] = []
+        for _ in range(model.cfg.block_size):  # microgpt feeds at most block_size positions
+            logits, _ = model(torch.tensor([tokens], device=device))
+            probs = F.softmax(logits[0, -1].double() / temperature, dim=-1).tolist()
+            token = py_rng.choices(vocab, weights=probs)[0]
+            if token == tokenizer.bos:
+                break
+            chars.append(token)
+            tokens.append(token)
+        names.append(tokenizer.decode(chars))
+    model.train(was_training)
+    return names
+
+
+def tag_names(names: list[str], train: list[str], heldout: list[str]) -> list[str]:
+    """For each name: 'in train' if the train split has it, else 'in val-test' if val or test has it, else 'new'."""
+    train_set, heldout_set = set(train), set(heldout)
+    return ["in train" if w in train_set else "in val-test" if w in heldout_set else "new" for w in names]
+
+
+def tag_shares(tags: list[str]) -> dict[str, float]:
+    """Share of each tag, in TAGS order."""
+    counts = Counter(tags)
+    return {t: counts[t] / max(1, len(tags)) for t in TAGS}
