@@ -37,24 +37,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """Split parameters into decayed (Linear matrices, or everything with decay_all) and not decayed."""
-    decay_ids = set()
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            decay_ids.add(id(module.weight))
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}  # a tied head counts here
+    matrices = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)} - embeddings
     decay, no_decay = [], []
-    for module in model.modules():
-        for p in module.parameters(recurse=False):
-            if cfg.decay_all or (id(p) in decay_ids and not _is_tied_embedding(model, p)):
-                decay.append(p)
-            else:
-                no_decay.append(p)
+    for p in model.parameters():  # yields a tied matrix once
+        (decay if cfg.decay_all or id(p) in matrices else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
-
-
-def _is_tied_embedding(model: nn.Module, p: torch.Tensor) -> bool:
-    wte = getattr(model, "wte", None)
-    return wte is not None and p is wte.weight
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
