@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from microgpt.config import ModelConfig, UsageError
-from microgpt.data import Tokenizer, eval_batches, load_words, pack, resolve_data_path, split_words
+from microgpt.data import Tokenizer, eval_batches, load_words, pack, pad, resolve_data_path, split_words
 from microgpt.model import GPT, init_weights
 
 
@@ -57,6 +57,9 @@ def test_packed_rows_equal_names_alone():
         _, l_alone = model(alone.idx, alone.targets)
         total += l_alone.item() * alone.n_tokens
     assert loss.item() == pytest.approx(total / batch.n_tokens, rel=1e-12)
+    padded = pad(seqs, bos=5)
+    assert padded.n_tokens == batch.n_tokens and padded.idx.numel() > batch.idx.numel()
+    assert model(padded.idx, padded.targets, padded.pos, padded.mask)[1].item() == pytest.approx(loss.item(), rel=1e-12)
 
 
 def test_eval_batches_cover_every_prediction():

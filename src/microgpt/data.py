@@ -213,9 +213,13 @@ class Batch:
 
 
 def pack(seqs: list[list[int]], bos: int, width: int | None = None) -> Batch:
-    """Pack encoded names (ids without BOS) into rows of `width` tokens, best fit by decreasing length."""
+    """Pack encoded names (ids without BOS) into rows of up to `width` tokens, best fit by decreasing length.
+
+    Rows are never narrower than the longest name nor wider than the batch's total, so one name is one unpadded row.
+    A width of the dataset's longest name + 1 measured fastest (benchmarks/train_speed.py; BENCHMARKS.md).
+    """
     lengths = [len(s) + 1 for s in seqs]  # inputs per name: BOS + characters
-    width = width or max(lengths)
+    width = max(max(lengths), min(width or 0, sum(lengths)))
     rows: list[list[int]] = []  # indices into seqs
     room: list[int] = []        # free slots per row
     open_rows: list[list[int]] = [[] for _ in range(width + 1)]  # rows by free slots, for best fit in O(width)
@@ -258,6 +262,16 @@ def pack(seqs: list[list[int]], bos: int, width: int | None = None) -> Batch:
     return Batch(torch.tensor(idx), torch.tensor(tgt), torch.tensor(pos), mask, sum(lengths))
 
 
+def pad(seqs: list[list[int]], bos: int) -> Batch:
+    """One name per row, padded to the longest: the usual layout, kept to measure what packing saves."""
+    width = max(len(s) for s in seqs) + 1
+    idx = [[bos, *s] + [bos] * (width - len(s) - 1) for s in seqs]
+    tgt = [[*s, bos] + [-1] * (width - len(s) - 1) for s in seqs]
+    # causal attention suffices: padding sits after every real token of its row, so no real token attends to it
+    return Batch(torch.tensor(idx), torch.tensor(tgt), torch.arange(width).expand(len(seqs), width), None,
+                 sum(len(s) + 1 for s in seqs))
+
+
 def eval_batches(words: list[str], tokenizer: Tokenizer, names_per_batch: int = 4096) -> list[Batch]:
     """A whole split as packed batches, for token-weighted evaluation."""
     seqs = [tokenizer.encode(w) for w in words]
@@ -270,6 +284,7 @@ class BatchSampler:
 
     def __init__(self, words: list[str], tokenizer: Tokenizer, batch_size: int, seed: int):
         self.seqs = [tokenizer.encode(w) for w in words]
+        self.width = max(len(s) for s in self.seqs) + 1
         self.bos = tokenizer.bos
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
@@ -281,7 +296,7 @@ class BatchSampler:
             if not self.order:
                 self.order = torch.randperm(len(self.seqs), generator=self.generator).tolist()
             picked.append(self.seqs[self.order.pop()])
-        return pack(picked, self.bos)
+        return pack(picked, self.bos, self.width)
 
 
 class SequenceSampler:
@@ -289,6 +304,7 @@ class SequenceSampler:
 
     def __init__(self, docs: list[str], tokenizer: Tokenizer, batch_size: int):
         self.seqs = [tokenizer.encode(w) for w in docs]
+        self.width = max(len(s) for s in self.seqs) + 1
         self.bos = tokenizer.bos
         self.batch_size = batch_size
         self.cursor = 0
@@ -298,4 +314,4 @@ class SequenceSampler:
         for _ in range(self.batch_size):
             picked.append(self.seqs[self.cursor % len(self.seqs)])
             self.cursor += 1
-        return pack(picked, self.bos)
+        return pack(picked, self.bos, self.width)

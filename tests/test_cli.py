@@ -1,0 +1,112 @@
+"""The command line, through main([...]) as a user types it."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from microgpt.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_train_writes_a_complete_run(tmp_path, capsys, names_path):
+    code, out, err = run(capsys, "train", "--data", str(names_path), "-s", "60", "-l", "0.01", "-e", "16", "-b", "4",
+                         "--eval-every", "20", "--out-dir", str(tmp_path), "--name", "r", "--samples", "5")
+    assert code == 0, err
+    run_dir = tmp_path / "r"
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "args.txt", "config.json", "metrics.csv", "model.pt", "samples.txt", "summary.json"]
+    assert (run_dir / "args.txt").read_text().startswith("microgpt train --data ")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train"]["batch_size"] == 4 and config["model"]["n_embd"] == 16 and config["train"]["steps"] == 60
+    assert config["data"]["splits"] == {"train": 30033, "val": 1000, "test": 1000}
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert len(rows) == 60 and [r["step"] for r in rows if r["val_loss"]] == ["20", "40", "60"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["state"] == "complete" and 2.0 < summary["test_loss"] < 3.3
+    assert summary["val_loss"] == min(float(r["val_loss"]) for r in rows if r["val_loss"])
+    assert len((run_dir / "samples.txt").read_text().splitlines()) == 5
+    assert "step    20/60 | loss" in out and "test" in out and str(run_dir) in out
+    payload = torch.load(run_dir / "model.pt", weights_only=True)
+    assert payload["step"] == summary["best_val_step"]
+
+    code, out, err = run(capsys, "sample", str(run_dir), "-n", "7", "-t", "0.8", "--top-k", "5")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 8 and lines[-1].startswith("new ")
+    assert all(line.split()[-1] in ("new", "train", "val-test") for line in lines[:-1])
+
+
+def test_seed_flags_really_change_the_run(tmp_path, capsys, names_path):
+    base = ["train", "--data", str(names_path), "-s", "5", "--eval-every", "5", "--out-dir", str(tmp_path), "--samples", "0"]
+    configs = {}
+    for name, extra in {"a": [], "b": ["-e", "32", "-y", "2", "--n-head", "8", "-c", "20", "-b", "3", "-l", "0.02"]}.items():
+        assert run(capsys, *base, "--name", name, *extra)[0] == 0
+        configs[name] = json.loads((tmp_path / name / "config.json").read_text())
+    b = configs["b"]
+    assert (b["model"]["n_embd"], b["model"]["n_layer"], b["model"]["n_head"], b["model"]["block_size"]) == (32, 2, 8, 20)
+    assert (b["train"]["batch_size"], b["train"]["lr"]) == (3, 0.02)
+    assert configs["a"]["model"]["block_size"] == 16  # longest name + 1
+    pa = json.loads((tmp_path / "a" / "summary.json").read_text())["n_params"]
+    pb = json.loads((tmp_path / "b" / "summary.json").read_text())["n_params"]
+    assert pa == 4192 and pb > pa
+
+
+def write(tmp_path, content: bytes):
+    path = tmp_path / "data.txt"
+    path.write_bytes(content)
+    return str(path)
+
+
+BAD_INPUTS = {
+    "missing": (lambda t: str(t / "nope.txt"), [], "data file not found"),
+    "directory": (lambda t: str(t), [], "is a directory"),
+    "empty": (lambda t: write(t, b""), [], "empty or whitespace-only"),
+    "whitespace": (lambda t: write(t, b" \n\n\t\n"), [], "empty or whitespace-only"),
+    "not utf-8": (lambda t: write(t, b"anna\n\xc3\x28\n"), [], "not UTF-8"),
+    "nul byte": (lambda t: write(t, b"anna\x00\n"), [], "NUL byte"),
+    "too few": (lambda t: write(t, b"anna\nbob\n"), [], "at least 10 examples"),
+    "too long": (lambda t: write(t, b"\n".join([b"ab"] * 12 + [b"abcdefghij"])), ["-c", "8"],
+                 "example 13 ('abcdefghij') has 10 characters and needs a context of 11, but --block-size is 8"),
+    "heads": (lambda t: write(t, b"\n".join([b"ab"] * 12)), ["-e", "16", "--n-head", "12"], "not divisible"),
+    "dropout": (lambda t: write(t, b"\n".join([b"ab"] * 12)), ["--dropout", "1.5"], "dropout must be in [0, 1)"),
+    "steps": (lambda t: write(t, b"\n".join([b"ab"] * 12)), ["-s", "0"], "steps must be a positive integer"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, case):
+    make, extra, message = BAD_INPUTS[case]
+    (tmp_path / "in").mkdir()
+    data = make(tmp_path / "in")
+    out_dir = tmp_path / "runs"
+    code, out, err = run(capsys, "train", "--data", data, "--out-dir", str(out_dir), *extra)
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out_dir.exists()
+
+
+def test_bad_flag_is_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--optimizer", "lion"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'lion'" in err and err.count("\n") == 1
+
+
+def test_sample_on_a_missing_run(tmp_path, capsys):
+    code, _, err = run(capsys, "sample", str(tmp_path / "nothing"))
+    assert code == 2 and "run directory not found" in err and err.count("\n") == 1
+
+
+def test_cuda_when_absent(tmp_path, capsys, names_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present; tests/test_cuda.py exercises it")
+    code, _, err = run(capsys, "train", "--data", str(names_path), "--device", "cuda", "--out-dir", str(tmp_path / "r"))
+    assert code == 2 and "no CUDA device" in err and not (tmp_path / "r").exists()

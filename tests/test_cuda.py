@@ -1,0 +1,34 @@
+"""The CUDA path. Skipped without a GPU; run on one with `pytest tests/test_cuda.py`."""
+
+import random
+
+import pytest
+import torch
+
+from microgpt.config import ModelConfig, TrainConfig, resolve
+from microgpt.train import train
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the CUDA path is not exercised")
+
+
+def test_parity_on_cuda(names_data):
+    model_cfg, cfg = resolve({"eval_every": 1}, "microgpt")
+    _, r = train(model_cfg, cfg, names_data, device="cuda", py_rng=random.Random(42), on_eval=lambda s, _: s >= 3)
+    assert [round(h["loss"], 4) for h in r.history] == [3.3660, 3.4243, 3.1778]
+
+
+def test_cuda_matches_cpu(names_data):
+    model_cfg = ModelConfig(n_embd=32, n_layer=2, dropout=0.0)
+    cfg = TrainConfig(steps=50, batch_size=16, eval_every=50, dtype="float64")
+    model, on_gpu = train(model_cfg, cfg, names_data, device="cuda")
+    _, on_cpu = train(model_cfg, cfg, names_data, device="cpu")
+    assert next(model.parameters()).device.type == "cuda"
+    assert on_gpu.test_loss == pytest.approx(on_cpu.test_loss, abs=1e-6)
+
+
+def test_cli_on_cuda(tmp_path, names_path):
+    from microgpt.cli import main
+
+    assert main(["train", "--data", str(names_path), "-s", "20", "--eval-every", "10", "--device", "cuda",
+                 "--out-dir", str(tmp_path), "--name", "g", "-b", "8"]) == 0
+    assert main(["sample", str(tmp_path / "g"), "-n", "3", "--device", "cuda"]) == 0
