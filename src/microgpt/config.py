@@ -28,7 +28,7 @@ class ModelConfig:
     n_layer: int = 1              # transformer blocks
     n_head: int = 4               # attention heads; must divide n_embd
     n_embd: int = 16              # residual stream width
-    dropout: float = 0.0          # on attention weights, attention output and MLP output; in [0, 1)
+    dropout: float = 0.0          # on embeddings, attention weights, attention and MLP outputs; [0, 1)
     norm: str = "rmsnorm"         # rmsnorm (no gain, microgpt) | rmsnorm_gain | layernorm (gain + bias)
     embed_norm: bool = True       # normalise right after wte + wpe (microgpt does)
     final_norm: bool = False      # normalise before lm_head (microgpt does not; GPT-2 does)
