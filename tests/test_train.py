@@ -66,7 +66,7 @@ def test_divergence_is_recorded_not_raised(tiny_data):
 
 def test_patience_stops_on_val(tiny_data):
     _, r = train(TINY_MODEL, TrainConfig(steps=400, lr=0.3, schedule="constant", eval_every=2, patience=2), tiny_data)
-    assert r.state == "stopped" and "early stop" in r.stop_reason and r.steps_done < 400
+    assert r.state == "complete" and "early stop" in r.stop_reason and r.steps_done < 400
 
 
 def test_on_eval_can_stop_the_run(tiny_data):

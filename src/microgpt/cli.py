@@ -98,6 +98,37 @@ def build_parser() -> Parser:
     p.add_argument("--out-dir", default="runs", help="where run directories go (default runs/)")
     p.add_argument("--name", help="run directory name (default <preset|train>-<date>-<time>)")
 
+    p = sub.add_parser("sweep", help="run a grid, random or TPE search over training settings",
+                       description="Run a sweep from a plan file (see plans/) or from flags; rerun the same command to "
+                                   "resume. `microgpt sweep export DIR` rewrites DIR/results.csv from the storage.")
+    p.add_argument("plan_args", nargs="*", metavar="PLAN.toml | export DIR",
+                   help="a plan file, or `export SWEEP_DIR`")
+    p.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
+                   help="a grid dimension (repeatable), e.g. --grid lr=0.005,0.01")
+    p.add_argument("--space", action="append", default=[], metavar="NAME=LOW:HIGH[:log]|A,B",
+                   help="a random/TPE dimension (repeatable), e.g. --space lr=1e-4:3e-2:log --space optimizer=adam,adamw")
+    p.add_argument("--mode", choices=("grid", "random", "tpe"), help="default: grid with --grid, tpe with --space")
+    p.add_argument("--trials", type=int, help="random/TPE: configurations to try")
+    p.add_argument("--seeds", type=int, help="seeds per configuration (each its own run)")
+    p.add_argument("--pruner", choices=("none", "asha", "hyperband", "median"), help="prune on val at eval steps")
+    p.add_argument("--workers", type=int, help="worker processes on this machine, one torch thread each (default 1)")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage shared by machines, e.g. postgresql://user:pw@host/db "
+                        "(default: a journal file in the sweep directory)")
+    p.add_argument("--join", metavar="NAME", help="join the sweep NAME in --storage with this machine's workers")
+    p.add_argument("--refine", metavar="SWEEP_DIR", help="search a narrowed range around SWEEP_DIR's best configurations")
+    p.add_argument("--top", type=int, default=3, help="--refine: how many configurations to refine around (default 3)")
+    p.add_argument("--preset", choices=tuple(PRESETS), help="base the runs on a preset")
+    p.add_argument("--name", help="sweep name (default: the plan's, else sweep-<date>-<time>)")
+    p.add_argument("--out-dir", default="sweeps", help="where sweep directories go (default sweeps/)")
+    add_run_flags(p)
+
+    p = sub.add_parser("dashboard", help="open optuna-dashboard on a sweep's storage",
+                       description="Serve optuna-dashboard (pip install 'microgpt[dashboard]') on a sweep's storage.")
+    p.add_argument("sweep_dir", metavar="SWEEP_DIR")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+
     p = sub.add_parser("sample", help="generate names from a trained run",
                        description="Generate names from a run's model.pt; tag each new / in train / in val-test.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `microgpt train`")
@@ -190,6 +221,84 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .plan import load_plan_file, parse_assignment, plan_from_dict
+    from .sweep import load_study, open_storage, plan_toml, read_sweep, refine_plan, run_sweep, export_results
+
+    if args.plan_args[:1] == ["export"]:
+        if len(args.plan_args) != 2:
+            raise UsageError("usage: microgpt sweep export SWEEP_DIR")
+        sweep_dir = Path(args.plan_args[1])
+        plan, url = read_sweep(sweep_dir)
+        n = export_results(load_study(plan, url), sweep_dir)
+        print(f"{n} runs written to {sweep_dir / 'results.csv'}")
+        return 0
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    overrides = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
+    sources = sum(bool(x) for x in (args.plan_args, args.join, args.refine, args.grid or args.space))
+    if sources != 1:
+        raise UsageError("give exactly one of: a PLAN.toml, --grid/--space flags, --join NAME, --refine SWEEP_DIR")
+    if len(args.plan_args) > 1:
+        raise UsageError(f"one plan file at a time, got {len(args.plan_args)}: {' '.join(args.plan_args)}")
+    if args.join:
+        if not args.storage:
+            raise UsageError("--join needs --storage URL: the storage the sweep lives in")
+        import optuna
+
+        try:
+            study = optuna.load_study(study_name=args.join, storage=open_storage(args.storage))
+        except KeyError:
+            raise UsageError(f"no sweep named {args.join!r} in that storage") from None
+        raw = dict(study.user_attrs.get("plan") or {})
+        if not raw:
+            raise UsageError(f"study {args.join!r} was not made by microgpt sweep (it has no plan)")
+    elif args.refine:
+        refined = refine_plan(Path(args.refine), args.top, args.trials, args.name)
+        raw = refined.to_dict()
+        raw["space"] = {k: (v["choices"] if v["type"] == "categorical" else
+                            f"{v['low']}:{v['high']}" + (":log" if v["log"] else "")) for k, v in raw["space"].items()}
+    elif args.plan_args:
+        raw = load_plan_file(args.plan_args[0])
+    else:
+        import time
+
+        grid: dict[str, str] = dict(parse_assignment(g, "--grid") for g in args.grid)
+        space: dict[str, str] = dict(parse_assignment(s, "--space") for s in args.space)
+        raw = {"name": args.name or time.strftime("sweep-%Y%m%d-%H%M%S"),
+               "mode": args.mode or ("tpe" if space else "grid"), "grid": grid, "space": space}
+    raw = {k: v for k, v in raw.items() if v not in (None, [], {})} | {"name": raw["name"]}
+    if not args.join:
+        raw["base"] = {**raw.get("base", {}), **overrides}
+        for key in ("mode", "trials", "seeds", "pruner", "preset"):
+            if getattr(args, key) is not None:
+                raw[key] = getattr(args, key)
+        if args.name:
+            raw["name"] = args.name
+    plan = plan_from_dict(raw, args.plan_args[0] if args.plan_args else "flags")
+    workers = args.workers or plan.workers
+    if args.refine:
+        target = Path(args.out_dir) / f"{plan.name}.toml"
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+        target.write_text(plan_toml(plan))
+        print(f"plan   {target} (refined around the top {args.top} of {args.refine})")
+    run_sweep(plan, Path(args.out_dir), args.storage, workers, args.data)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from .sweep import open_storage, read_sweep
+
+    _, url = read_sweep(Path(args.sweep_dir))
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise UsageError("optuna-dashboard is not installed: pip install 'microgpt[dashboard]'") from None
+    print(f"dashboard for {args.sweep_dir} on http://{args.host}:{args.port}/ (Ctrl-C stops it)")
+    optuna_dashboard.run_server(open_storage(url), host=args.host, port=args.port)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `microgpt` command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -197,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args, argv)
+        if args.command == "sweep":
+            return cmd_sweep(args)
+        if args.command == "dashboard":
+            return cmd_dashboard(args)
         return cmd_sample(args)
     except UsageError as err:
         sys.stderr.write(f"microgpt: error: {err}\n")

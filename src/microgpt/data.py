@@ -170,6 +170,23 @@ class Dataset:
                     f"{len(word) + 1}, but --block-size is {block_size}: raise --block-size to at least {self.max_len + 1}"
                 )
 
+    def split(self, name: str) -> list[str]:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def encoded(self, name: str) -> list[list[int]]:
+        """A split's names as token ids, computed once per Dataset (sweep workers reuse it across runs)."""
+        cache = self.__dict__.setdefault("_encoded", {})
+        if name not in cache:
+            cache[name] = [self.tokenizer.encode(w) for w in self.split(name)]
+        return cache[name]
+
+    def eval_batches(self, name: str) -> list["Batch"]:
+        """A split packed for evaluation, computed once per Dataset."""
+        cache = self.__dict__.setdefault("_eval_batches", {})
+        if name not in cache:
+            cache[name] = eval_batches(self.split(name), self.tokenizer)
+        return cache[name]
+
     def microgpt_docs(self, rng: random.Random) -> list[str]:
         """microgpt.py's training order: every example, shuffled by the given Python RNG."""
         docs = list(self.words)
@@ -282,10 +299,10 @@ def eval_batches(words: list[str], tokenizer: Tokenizer, names_per_batch: int = 
 class BatchSampler:
     """Training batches of batch_size names: epochs of a seeded permutation, so each name is seen once per epoch."""
 
-    def __init__(self, words: list[str], tokenizer: Tokenizer, batch_size: int, seed: int):
-        self.seqs = [tokenizer.encode(w) for w in words]
+    def __init__(self, seqs: list[list[int]], bos: int, batch_size: int, seed: int):
+        self.seqs = seqs
         self.width = max(len(s) for s in self.seqs) + 1
-        self.bos = tokenizer.bos
+        self.bos = bos
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
         self.order: list[int] = []

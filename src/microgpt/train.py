@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from .config import ModelConfig, TrainConfig
-from .data import Batch, BatchSampler, Dataset, SequenceSampler, eval_batches
+from .data import Batch, BatchSampler, Dataset, SequenceSampler
 from .model import GPT, init_weights
 from .optim import build_optimizer, lr_at
 
@@ -50,7 +50,7 @@ def evaluate(model: GPT, batches: list[Batch]) -> float:
 class RunResult:
     """What one run measured. Losses are held-out figures of the val-selected model (PROTOCOL.md)."""
 
-    state: str                          # complete | stopped (patience or on_eval asked) | diverged
+    state: str                          # complete (all steps, or early-stopped by patience) | stopped (on_eval asked) | diverged
     stop_reason: str                    # why the loop ended, in words
     steps_done: int                     # optimizer updates made
     n_params: int
@@ -109,12 +109,12 @@ def train(
         trained_on = "all names, microgpt.py order (val/test names are among them)"
     else:
         init_weights(model, generator=torch.Generator().manual_seed(cfg.seed))
-        sampler = BatchSampler(data.train, data.tokenizer, cfg.batch_size, seed=cfg.seed)
+        sampler = BatchSampler(data.encoded("train"), data.tokenizer.bos, cfg.batch_size, seed=cfg.seed)
         trained_on = "train split"
     model.to(device)
     model.train()
     optimizer = build_optimizer(model, cfg)
-    val_batches = [b.to(device) for b in eval_batches(data.val, data.tokenizer)]
+    val_batches = [b.to(device) for b in data.eval_batches("val")]
 
     say = log or (lambda line: None)
     history: list[dict] = []
@@ -179,7 +179,7 @@ def train(
             if steps_to_target is None and math.isfinite(val) and val < cfg.target:
                 steps_to_target, seconds_to_target = done, time.perf_counter() - t0
             if not stop and cfg.patience and evals_since_best >= cfg.patience:
-                state, stop_reason = "stopped", f"early stop: no new best val in {cfg.patience} evaluations"
+                stop_reason = f"early stop at step {done}: no new best val in {cfg.patience} evaluations"
                 stop = True
             if not stop and on_eval is not None and on_eval(done, val):
                 state, stop_reason = "stopped", f"stopped by on_eval at step {done}"
@@ -203,8 +203,8 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
         val_loss = best_val
-        test_loss = evaluate(model, [b.to(device) for b in eval_batches(data.test, data.tokenizer)])
-        train_loss = evaluate(model, [b.to(device) for b in eval_batches(data.train, data.tokenizer)])
+        test_loss = evaluate(model, [b.to(device) for b in data.eval_batches("test")])
+        train_loss = evaluate(model, [b.to(device) for b in data.eval_batches("train")])
     tail = [r["loss"] for r in history[-max(2, len(history) // 10):] if math.isfinite(r["loss"])]
     train_seconds = max(wall_to_here - eval_seconds, 1e-9)
     result = RunResult(

@@ -1,0 +1,621 @@
+"""Sweeps: many runs of train() over a plan, searched by Optuna, run by long-lived worker processes, every finished
+run recorded the moment it finishes.
+
+One Optuna trial is one run: a configuration with one seed. Grid points (x seeds) are enqueued once, up front, so
+each is claimed by exactly one worker; random/TPE trials sample a configuration and enqueue its other seeds. The
+objective is the run's best val loss; test loss is stored beside it and never read by the search.
+
+sweeps/<name>/
+  plan.json     the plan as resolved          storage.txt   the Optuna storage URL
+  journal.log   the default storage           results.csv   one row per finished run, rewritten after each
+  runs/<run>/   one run directory per run (the layout of rundir.py)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import fcntl
+import io
+import json
+import math
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .config import ModelConfig, TrainConfig, UsageError, resolve
+from .data import Dataset, load_dataset
+from .plan import Dimension, Plan, config_id, plan_from_dict
+from .rundir import run_config, write_atomic, write_json, write_run
+from .sample import sample_names, tag_names
+
+STATES = ("complete", "pruned", "diverged", "invalid", "failed")
+RESULT_FIELDS = (
+    "train_loss", "val_loss", "test_loss", "best_val", "best_val_step", "steps_done", "steps_to_target",
+    "seconds_to_target", "wall_seconds", "train_seconds", "tokens_per_second", "stability", "n_params", "tier",
+)
+SETTING_FIELDS = tuple(f.name for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls) if f.name != "extra")
+CSV_FIELDS = ("run", "trial", "config", "seed", "state", "error", *SETTING_FIELDS, *RESULT_FIELDS, "run_dir")
+HOST = socket.gethostname()
+
+
+# ---------------------------------------------------------------------------------------------------------- storage
+
+def default_storage(sweep_dir: Path) -> str:
+    return f"journal:{(Path(sweep_dir) / 'journal.log').resolve()}"
+
+
+def open_storage(url: str):
+    """An Optuna storage for url: 'journal:PATH' (a journal file) or any SQLAlchemy URL Optuna accepts."""
+    import optuna
+
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("postgresql"):
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    last = None
+    for attempt in range(5):  # machines starting together race on creating Optuna's schema: retry
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except Exception as err:  # sqlalchemy errors; a bad URL or an unreachable server
+            last = err
+            if "already exists" not in str(err) and "duplicate key" not in str(err):
+                break
+            time.sleep(0.5 * (attempt + 1))
+    first_line = str(last).strip().splitlines()[0] if str(last).strip() else type(last).__name__
+    raise UsageError(f"cannot open storage {redact(url)}: {first_line}") from None
+
+
+def redact(url: str) -> str:
+    """url without its password."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        if ":" in creds:
+            return f"{scheme}://{creds.split(':')[0]}:***@{host}"
+    return url
+
+
+@contextlib.contextmanager
+def sweep_lock(sweep_dir: Path, url: str, name: str) -> Iterator[None]:
+    """Serialise claim and enqueue steps: a file lock among this machine's workers, plus a PostgreSQL advisory lock
+    among machines when the storage is PostgreSQL."""
+    lock_path = Path(sweep_dir) / ".lock"
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            if url.startswith("postgresql"):
+                with _pg_lock(url, name):
+                    yield
+            else:
+                yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+_ENGINES: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def _pg_lock(url: str, name: str) -> Iterator[None]:
+    import sqlalchemy
+
+    engine = _ENGINES.get(url)
+    if engine is None:
+        engine = _ENGINES[url] = sqlalchemy.create_engine(url, pool_pre_ping=True)
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": f"microgpt-sweep:{name}"})
+        try:
+            yield
+        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": f"microgpt-sweep:{name}"})
+            conn.commit()
+
+
+def make_sampler(plan: Plan):
+    import optuna
+
+    if plan.mode == "tpe":
+        # constant_liar: parallel workers do not all sample the same promising point while runs are in flight
+        return optuna.samplers.TPESampler(seed=plan.seeds[0], constant_liar=True, n_startup_trials=min(10, max(2, (plan.trials or 10) // 4)))
+    return optuna.samplers.RandomSampler(seed=plan.seeds[0])
+
+
+def make_pruner(plan: Plan, base_train: TrainConfig):
+    """The pruner, with resources counted in optimizer steps (val is reported at every eval step)."""
+    import optuna
+
+    steps, every = base_train.steps, base_train.eval_every
+    if plan.pruner == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=every, reduction_factor=3)
+    if plan.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=every, max_resource=steps, reduction_factor=3)
+    if plan.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=every)
+    return optuna.pruners.NopPruner()
+
+
+def load_study(plan: Plan, url: str, base_train: TrainConfig | None = None):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if base_train is None:
+        try:
+            base_train = resolve(plan.base, plan.preset)[1]
+        except UsageError:  # the base alone may be incomplete (e.g. its points supply a valid n_head)
+            base_train = TrainConfig()
+    return optuna.create_study(
+        study_name=plan.name, storage=open_storage(url), sampler=make_sampler(plan),
+        pruner=make_pruner(plan, base_train), direction="minimize", load_if_exists=True,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------ setup
+
+def prepare(plan: Plan, root: Path, storage: str | None) -> tuple[Path, str]:
+    """Check the storage, then create (or reopen) sweeps/<name>/ with plan.json and storage.txt, and the study."""
+    sweep_dir = Path(root) / plan.name
+    url = storage or default_storage(sweep_dir)
+    if not url.startswith("journal:"):
+        open_storage(url)  # unreachable or malformed URLs fail here, before anything is written
+    plan_path = sweep_dir / "plan.json"
+    if plan_path.is_file():
+        existing = json.loads(plan_path.read_text())
+        if _comparable(existing) != _comparable(plan.to_dict()):
+            raise UsageError(f"sweep {sweep_dir} exists with a different plan: rerun the same plan to resume, "
+                             "or pick another --name")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "runs").mkdir(exist_ok=True)
+    write_json(plan_path, plan.to_dict())
+    write_atomic(sweep_dir / "storage.txt", url + "\n")
+    study = load_study(plan, url)
+    if "plan" not in study.user_attrs:
+        study.set_user_attr("plan", plan.to_dict())
+    return sweep_dir, url
+
+
+def _comparable(plan_dict: dict) -> dict:
+    """The parts of a plan that define its runs (workers and the data path may differ between invocations)."""
+    return {k: v for k, v in plan_dict.items() if k not in ("workers", "data")}
+
+
+def reconcile(study, plan: Plan, sweep_dir: Path, url: str) -> dict[str, int]:
+    """Fail runs whose worker on this host died and enqueue them again; enqueue grid points x seeds not yet present."""
+    from optuna.trial import TrialState
+
+    storage = study._storage  # the public BaseStorage API of the study's own storage
+    counts = {"redone": 0, "enqueued": 0}
+    with sweep_lock(sweep_dir, url, plan.name):
+        trials = study.get_trials(deepcopy=False)
+        for t in trials:
+            if t.state != TrialState.RUNNING or t.user_attrs.get("host") != HOST:
+                continue
+            pid = t.user_attrs.get("pid")
+            if pid is None or _alive(pid):
+                continue
+            storage.set_trial_user_attr(t._trial_id, "state", "failed")
+            storage.set_trial_user_attr(t._trial_id, "error", f"worker pid {pid} on {HOST} died mid-run; redone")
+            storage.set_trial_user_attr(t._trial_id, "redone", True)
+            storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            study.enqueue_trial(dict(t.params) or t.system_attrs.get("fixed_params", {}),
+                                user_attrs={k: t.user_attrs[k] for k in ("seed", "seed_index", "config") if k in t.user_attrs})
+            counts["redone"] += 1
+        if plan.mode == "grid":
+            present = {(t.user_attrs.get("config"), t.user_attrs.get("seed")) for t in study.get_trials(deepcopy=False)
+                       if not t.user_attrs.get("redone")}
+            for params in plan.grid_configs():
+                cid = config_id(params)
+                for i, seed in enumerate(plan.seeds):
+                    if (cid, seed) not in present:
+                        study.enqueue_trial(params, user_attrs={"seed": seed, "seed_index": i, "config": cid})
+                        counts["enqueued"] += 1
+    return counts
+
+
+def _alive(pid: int) -> bool:
+    """Whether process pid on this host still runs (a zombie, killed but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+# ----------------------------------------------------------------------------------------------------------- worker
+
+def _grid_choices(plan: Plan) -> dict[str, list]:
+    choices: dict[str, list] = {}
+    for c in plan.grid_configs():
+        for k, v in c.items():
+            if v not in choices.setdefault(k, []):
+                choices[k].append(v)
+    return choices
+
+
+def _suggest(trial, plan: Plan, grid_choices: dict[str, list]) -> dict:
+    params = {}
+    if plan.mode == "grid":
+        for name, choices in grid_choices.items():
+            params[name] = trial.suggest_categorical(name, choices)
+        return params
+    for d in plan.space:
+        params[d.name] = _suggest_dimension(trial, d)
+    return params
+
+
+def _suggest_dimension(trial, d: Dimension):
+    if d.kind == "float":
+        return trial.suggest_float(d.name, d.low, d.high, log=d.log)
+    if d.kind == "int":
+        return trial.suggest_int(d.name, int(d.low), int(d.high), log=d.log)
+    return trial.suggest_categorical(d.name, list(d.choices))
+
+
+def claim(study, plan: Plan, sweep_dir: Path, url: str, grid_choices: dict[str, list]):
+    """The next run to do, as (trial, params), or None when the plan is used up. Serialised by sweep_lock."""
+    from optuna.trial import TrialState
+
+    with sweep_lock(sweep_dir, url, plan.name):
+        trials = study.get_trials(deepcopy=False)
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        if not waiting:
+            if plan.mode == "grid":
+                return None
+            started = sum(1 for t in trials if t.user_attrs.get("seed_index") == 0 and not t.user_attrs.get("redone"))
+            if started >= (plan.trials or 0):
+                return None
+        trial = study.ask()
+        trial.set_user_attr("host", HOST)
+        trial.set_user_attr("pid", os.getpid())
+        params = _suggest(trial, plan, grid_choices)
+        if "seed" not in trial.user_attrs:  # a fresh random/TPE configuration: first seed here, the others queued
+            cid = config_id(params)
+            trial.set_user_attr("seed", plan.seeds[0])
+            trial.set_user_attr("seed_index", 0)
+            trial.set_user_attr("config", cid)
+            for i, seed in enumerate(plan.seeds[1:], start=1):
+                study.enqueue_trial(params, user_attrs={"seed": seed, "seed_index": i, "config": cid})
+        return trial, params
+
+
+def execute(
+    trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path, train_fn: Callable | None = None
+) -> str:
+    """Run one trial: build its configs, train, record the run directory, tell Optuna. Returns the run's state."""
+    from optuna.trial import TrialState
+
+    from .train import train as default_train
+
+    train_fn = train_fn or default_train
+    seed = trial.user_attrs["seed"]
+    cid = trial.user_attrs["config"]
+    run = f"{trial.number:04d}-{cid}-s{seed}"
+    trial.set_user_attr("run", run)
+    overrides = {**plan.base, **params, "seed": seed}
+    try:
+        model_cfg, cfg = resolve(overrides, plan.preset, data.tokenizer.vocab_size, data.max_len + 1)
+        data.check_block_size(model_cfg.block_size)
+    except UsageError as err:
+        trial.set_user_attr("state", "invalid")
+        trial.set_user_attr("error", str(err))
+        trial.set_user_attr("values", {k: overrides.get(k) for k in overrides})
+        trial.study.tell(trial, state=TrialState.FAIL)
+        return "invalid"
+    values = {**dataclasses.asdict(model_cfg), **dataclasses.asdict(cfg)}
+    values.pop("extra", None)
+    trial.set_user_attr("values", values)
+    run_dir = Path(sweep_dir) / "runs" / run
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = run_config(model_cfg, cfg, data, "cpu", ["microgpt", "sweep", plan.name, f"trial {trial.number}"])
+    write_json(run_dir / "config.json", config)
+
+    def on_eval(step: int, val: float) -> bool:
+        trial.report(val, step)
+        return trial.should_prune()
+
+    try:
+        model, result = train_fn(model_cfg, cfg, data, on_eval=on_eval)
+    except Exception as err:  # a run that raises is recorded as failed; the sweep goes on
+        trial.set_user_attr("state", "failed")
+        trial.set_user_attr("error", f"{type(err).__name__}: {err}".splitlines()[0][:500])
+        trial.set_user_attr("traceback", traceback.format_exc()[-2000:])
+        trial.set_user_attr("run_dir", f"runs/{run}")
+        trial.study.tell(trial, state=TrialState.FAIL)
+        return "failed"
+    state = {"complete": "complete", "stopped": "pruned", "diverged": "diverged"}[result.state]
+    names: list[tuple[str, str]] = []
+    if result.best_val is not None and cfg.samples:
+        import torch
+
+        drawn = sample_names(model, data.tokenizer, cfg.samples, cfg.temperature, generator=torch.Generator().manual_seed(seed))
+        names = list(zip(drawn, tag_names(drawn, data.train, data.val + data.test)))
+    summary = {**result.summary(), "state": state}
+    result.state = state
+    write_run(run_dir, config, result, model, data.tokenizer, names)
+    trial.set_user_attr("summary", _json_safe(summary))
+    trial.set_user_attr("state", state)
+    trial.set_user_attr("run_dir", f"runs/{run}")
+    if state == "complete":
+        trial.study.tell(trial, result.best_val)  # the objective: val, never test
+    elif state == "pruned":
+        trial.study.tell(trial, state=TrialState.PRUNED)
+    else:
+        trial.set_user_attr("error", result.stop_reason)
+        trial.study.tell(trial, state=TrialState.FAIL)
+    return state
+
+
+def _json_safe(d: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def work(study, plan: Plan, data: Dataset, sweep_dir: Path, url: str, train_fn: Callable | None = None,
+         max_runs: int | None = None) -> int:
+    """A worker's loop: claim, run, record, export, until the plan is used up. Returns the runs it did."""
+    grid_choices = _grid_choices(plan)
+    done = 0
+    while max_runs is None or done < max_runs:
+        claimed = claim(study, plan, sweep_dir, url, grid_choices)
+        if claimed is None:
+            break
+        trial, params = claimed
+        execute(trial, params, plan, data, sweep_dir, train_fn)
+        done += 1
+        with sweep_lock(sweep_dir, url, plan.name):
+            export_results(study, sweep_dir)
+    return done
+
+
+def _worker_entry(plan_dict: dict, sweep_dir: str, url: str, data_path: str | None) -> None:
+    """A worker process: one torch thread, data and torch loaded once, then runs until the plan is used up."""
+    import torch
+
+    torch.set_num_threads(1)
+    plan = plan_from_dict(plan_dict, "plan.json")
+    data = load_dataset(data_path, plan.base.get("split_seed", TrainConfig.split_seed))
+    study = load_study(plan, url)
+    work(study, plan, data, Path(sweep_dir), url)
+
+
+# ---------------------------------------------------------------------------------------------------------- records
+
+def trial_rows(study) -> list[dict]:
+    """One row per finished run (complete, pruned, diverged, invalid, failed), in trial order."""
+    from optuna.trial import TrialState
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+            continue
+        ua = t.user_attrs
+        state = ua.get("state") or {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(t.state, "failed")
+        row: dict[str, Any] = {"run": ua.get("run", f"{t.number:04d}"), "trial": t.number, "config": ua.get("config", ""),
+                               "seed": ua.get("seed", ""), "state": state, "error": ua.get("error", "")}
+        if not ua.get("state") and t.state == TrialState.FAIL:
+            row["error"] = row["error"] or "run ended without a record (worker stopped?)"
+        values = ua.get("values", {})
+        for k in SETTING_FIELDS:
+            row[k] = values.get(k, "")
+        summary = ua.get("summary", {})
+        for k in RESULT_FIELDS:
+            row[k] = summary.get(k, "")
+        row["run_dir"] = ua.get("run_dir", "")
+        rows.append(row)
+    return rows
+
+
+def results_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k, "")) for k in CSV_FIELDS})
+    return out.getvalue()
+
+
+def export_results(study, sweep_dir: Path) -> int:
+    """Rewrite sweeps/<name>/results.csv from the storage, atomically. Returns the number of rows."""
+    rows = trial_rows(study)
+    write_atomic(Path(sweep_dir) / "results.csv", results_csv(rows))
+    return len(rows)
+
+
+def read_sweep(sweep_dir: Path) -> tuple[Plan, str]:
+    """(plan, storage URL) of an existing sweep directory."""
+    sweep_dir = Path(sweep_dir)
+    if not (sweep_dir / "plan.json").is_file() or not (sweep_dir / "storage.txt").is_file():
+        raise UsageError(f"{sweep_dir} is not a sweep directory (no plan.json / storage.txt)")
+    plan = plan_from_dict(json.loads((sweep_dir / "plan.json").read_text()), str(sweep_dir / "plan.json"))
+    return plan, (sweep_dir / "storage.txt").read_text().strip()
+
+
+# ------------------------------------------------------------------------------------------------------------- run
+
+def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_path: str | None,
+              progress: bool | None = None, say: Callable[[str], None] = print) -> dict[str, int]:
+    """Run (or resume, or join) a sweep with `workers` processes on this machine. Returns run counts by state."""
+    data = load_dataset(data_path or plan.data, plan.base.get("split_seed", TrainConfig.split_seed))  # fail early
+    sweep_dir, url = prepare(plan, root, storage)
+    study = load_study(plan, url)
+    fixed = reconcile(study, plan, sweep_dir, url)
+    total = plan.total_runs()
+    say(f"sweep  {plan.name}: {plan.mode}, {total} runs ({len(plan.seeds)} seed{'s' * (len(plan.seeds) > 1)} each), "
+        f"pruner {plan.pruner}, {workers} worker{'s' * (workers > 1)} | storage {redact(url)} | {sweep_dir}")
+    if fixed["redone"]:
+        say(f"resume {fixed['redone']} run(s) left running by a dead worker are marked failed and queued again")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker_entry, args=(plan.to_dict(), str(sweep_dir), url, data.path), daemon=False)
+             for _ in range(workers)]
+    for p in procs:
+        p.start()
+    seen: set[int] = {r["trial"] for r in trial_rows(study)}
+    bar = None
+    if progress if progress is not None else sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=len(seen), unit="run", dynamic_ncols=True)
+        say = bar.write
+    best = None
+    try:
+        while True:
+            alive = any(p.is_alive() for p in procs)
+            for row in trial_rows(study):
+                if row["trial"] in seen:
+                    continue
+                seen.add(row["trial"])
+                say(run_line(row, plan))
+                if row["state"] == "complete" and row["val_loss"] not in ("", None):
+                    best = row["val_loss"] if best is None else min(best, row["val_loss"])
+                if bar is not None:
+                    bar.update(1)
+                    if best is not None:
+                        bar.set_postfix_str(f"best val {best:.4f}")
+            if not alive:
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    for p in procs:
+        p.join()
+    with sweep_lock(sweep_dir, url, plan.name):
+        rows_n = export_results(study, sweep_dir)
+    rows = trial_rows(study)
+    counts = {s: sum(1 for r in rows if r["state"] == s) for s in STATES}
+    died = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+    say(f"done   {rows_n} runs recorded: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        + (f" | {len(died)} worker(s) exited abnormally: run the same command again to redo their runs" if died else ""))
+    complete = [r for r in rows if r["state"] == "complete"]
+    if complete:
+        by_config: dict[str, list[float]] = {}
+        for r in complete:
+            by_config.setdefault(r["config"], []).append(r["val_loss"])
+        cid, vals = min(by_config.items(), key=lambda kv: statistics.fmean(kv[1]))
+        example = next(r for r in complete if r["config"] == cid)
+        settings = " ".join(f"{k}={example[k]}" for k in plan.swept)
+        say(f"best   config {cid} ({settings}): val {statistics.fmean(vals):.4f} mean of {len(vals)}")
+    say(f"csv    {sweep_dir / 'results.csv'}")
+    return counts
+
+
+def run_line(row: dict, plan: Plan) -> str:
+    """One console line for a finished run."""
+    settings = " ".join(f"{k}={row.get(k, '')}" for k in plan.swept)
+    fmt = lambda x: "   -  " if x in ("", None) else f"{x:.4f}"  # noqa: E731
+    secs = row.get("wall_seconds")
+    tail = f" | {row['error'][:80]}" if row["state"] in ("invalid", "failed", "diverged") and row.get("error") else ""
+    return (f"run {row['run']:<18} {row['state']:<8} | {settings} seed={row['seed']} | val {fmt(row.get('val_loss'))} "
+            f"| {'' if secs in ('', None) else f'{secs:.1f} s'}{tail}")
+
+
+# ---------------------------------------------------------------------------------------------------------- refine
+
+def refine_plan(sweep_dir: Path, top: int, trials: int | None = None, name: str | None = None) -> Plan:
+    """A TPE plan over a range narrowed around the top configurations (mean val over seeds) of a finished sweep."""
+    plan, url = read_sweep(sweep_dir)
+    rows = [r for r in _read_results(Path(sweep_dir)) if r["state"] == "complete" and r["val_loss"]]
+    if not rows:
+        raise UsageError(f"{sweep_dir} has no complete runs to refine around")
+    by_config: dict[str, list[dict]] = {}
+    for r in rows:
+        by_config.setdefault(r["config"], []).append(r)
+    ranked = sorted(by_config.values(), key=lambda rs: statistics.fmean(float(r["val_loss"]) for r in rs))[:top]
+    from .plan import coerce
+
+    space: dict[str, Any] = {}
+    base = dict(plan.base)
+    original = {d.name: d for d in plan.space}
+    for name_ in plan.swept:
+        values = sorted({coerce(name_, r[name_]) for rs in ranked for r in rs}, key=lambda v: (str(type(v)), v))
+        kind = type(values[0])
+        if kind in (int, float) and kind is not bool and len(values) >= 1:
+            lo, hi = min(values), max(values)
+            log = original[name_].log if name_ in original else (lo > 0 and (hi / lo >= 3 or name_ in ("lr", "min_lr", "weight_decay")))
+            if kind is float:
+                if log and lo > 0:
+                    lo, hi = lo / 2, hi * 2
+                else:
+                    pad = (hi - lo) / 2 or abs(lo) / 2 or 0.05
+                    lo, hi = max(0.0, lo - pad), hi + pad
+                if name_ == "dropout":
+                    hi = min(hi, 0.9)
+                space[name_] = f"{lo:g}:{hi:g}" + (":log" if log and lo > 0 else "")
+            else:
+                step = math.gcd(*[int(v) for v in values]) if len(values) > 1 else max(1, int(lo) // 2)
+                lo_i, hi_i = max(1, int(lo) - step), int(hi) + step
+                space[name_] = f"{lo_i}:{hi_i}"
+        elif len(values) == 1:
+            base[name_] = values[0]
+        else:
+            space[name_] = values
+    if not space:
+        raise UsageError(f"the top {top} configurations of {sweep_dir} agree on every setting: nothing to refine")
+    raw = {"name": name or f"{plan.name}-refine", "mode": "tpe", "seeds": list(plan.seeds),
+           "trials": trials or 20, "pruner": "asha", "base": base, "space": space}
+    if plan.preset:
+        raw["preset"] = plan.preset
+    return plan_from_dict(raw, "refined plan")
+
+
+def _read_results(sweep_dir: Path) -> list[dict]:
+    path = sweep_dir / "results.csv"
+    if not path.is_file():
+        raise UsageError(f"{sweep_dir} has no results.csv: run `microgpt sweep export {sweep_dir}` first")
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def plan_toml(plan: Plan) -> str:
+    """The plan as a TOML file a user can edit and rerun."""
+    def val(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        return repr(v)
+
+    d = plan.to_dict()
+    lines = [f"name = {val(d['name'])}", f"mode = {val(d['mode'])}", f"seeds = {val(d['seeds'])}",
+             f"pruner = {val(d['pruner'])}"]
+    if d["trials"]:
+        lines.append(f"trials = {d['trials']}")
+    if d["preset"]:
+        lines.append(f"preset = {val(d['preset'])}")
+    lines.append("\n[base]")
+    lines += [f"{k} = {val(v)}" for k, v in d["base"].items()]
+    if d["grid"]:
+        lines.append("\n[grid]")
+        lines += [f"{k} = {val(v)}" for k, v in d["grid"].items()]
+    for p in d["points"]:
+        lines.append("\n[[points]]")
+        lines += [f"{k} = {val(v)}" for k, v in p.items()]
+    if d["space"]:
+        lines.append("\n[space]")
+        for k, spec in d["space"].items():
+            if spec["type"] == "categorical":
+                lines.append(f"{k} = {val(spec['choices'])}")
+            else:
+                lines.append(f"{k} = \"{spec['low']:g}:{spec['high']:g}{':log' if spec['log'] else ''}\"")
+    return "\n".join(lines) + "\n"

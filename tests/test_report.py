@@ -1,0 +1,415 @@
+"""`microgpt report` on records these tests write themselves: a sweep with known losses, single runs, broken inputs."""
+
+import argparse
+import base64
+import csv
+import io
+import json
+import math
+import shutil
+import statistics
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+from scipy import stats as sps
+
+from microgpt import report, stats
+from microgpt.cli import Parser
+from microgpt.config import ModelConfig, TrainConfig, UsageError, resolve, to_dict
+
+REPO = Path(__file__).resolve().parents[1]
+FIGURE_COLUMNS = ("train_loss", "val_loss", "test_loss", "best_val", "best_val_step", "steps_done", "steps_to_target",
+                  "seconds_to_target", "wall_seconds", "train_seconds", "tokens_per_second", "stability", "n_params",
+                  "tier", "run_dir")
+MODEL_COLUMNS = [k for k in to_dict(ModelConfig())]
+TRAIN_COLUMNS = [k for k in to_dict(TrainConfig()) if k != "extra"]
+BASE = {"n_embd": 16, "n_layer": 1, "n_head": 4, "block_size": 16, "batch_size": 4, "lr": 0.01, "schedule": "cosine",
+        "steps": 100, "eval_every": 25}
+
+# Test losses per seed, chosen so that each verdict rule fires once (the baseline mean is 2.40, sd 0.01).
+SWEEP = {
+    "base": ({}, [2.40, 2.41, 2.39]),
+    "wide": ({"n_embd": 64}, [1.67, 1.68, 1.69]),        # -30.0%: predicted 30% -> confirmed
+    "lr2": ({"lr": 0.02}, [2.38, 2.42, 2.40]),           # 0% -> not significant at 5%
+    "b16": ({"batch_size": 16}, [2.50, 2.51, 2.49]),     # loss up -> opposite
+    "deep": ({"n_layer": 2}, [2.30, 2.31, 2.29]),        # 4.2%, predicted 8% -> smaller
+    "h8": ({"n_head": 8}, [2.20, 2.21, 2.19]),           # 8.3%, predicted 2% -> larger
+    "ctx": ({"block_size": 32}, [2.39]),                 # one seed -> statistics not available
+}
+
+
+def run_dir_records(path: Path, settings: dict, seed: int, test: float, state: str = "complete") -> dict:
+    """Write a run directory with plausible records; return its summary."""
+    model_cfg, train_cfg = resolve({**settings, "seed": seed})
+    path.mkdir(parents=True)
+    val = test - 0.02
+    (path / "args.txt").write_text("microgpt train\n")
+    (path / "config.json").write_text(json.dumps({"model": to_dict(model_cfg), "train": to_dict(train_cfg),
+                                                  "seed": seed, "device": "cpu"}))
+    steps = train_cfg.steps
+    rows = ["step,lr,loss,val_loss,elapsed_s"]
+    for step in range(1, steps + 1):
+        loss = val + 0.9 * math.exp(-step / 20) + 0.05 * math.sin(step)
+        at = val + 0.9 * math.exp(-step / 20) if step % train_cfg.eval_every == 0 else ""
+        rows.append(f"{step},{train_cfg.lr},{loss},{at},{0.01 * step * (1 + seed / 10)}")
+    (path / "metrics.csv").write_text("\n".join(rows) + "\n")
+    (path / "samples.txt").write_text("".join(f"{n}\t{t}\n" for n, t in [("emma", "in train"), ("zelora", "new"),
+                                                                          ("ava", "in val-test"), ("brix", "new")] * 6))
+    summary = {"state": state, "stop_reason": f"ran all {steps} steps", "steps_done": steps, "n_params": 4192,
+               "train_loss": val - 0.03, "val_loss": val, "test_loss": test, "best_val": val, "best_val_step": steps,
+               "target": 1.9, "steps_to_target": 75 if val < 1.9 else None, "seconds_to_target": 0.8 if val < 1.9 else None,
+               "wall_seconds": 1.5 + seed, "train_seconds": 1.0 + seed, "tokens_per_second": 5000.0,
+               "stability": 0.1 + 0.01 * seed, "tier": None, "diverged_step": None, "trained_on": "train split"}
+    (path / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+def make_sweep(root: Path, name: str = "seed-hypotheses", journal: bool = True) -> Path:
+    """A sweep directory as `microgpt sweep` writes it, with SWEEP's losses, a pruned run and an invalid one."""
+    sweep = root / name
+    sweep.mkdir(parents=True)
+    plan = {"name": name, "mode": "grid", "preset": None, "base": BASE, "grid": {},
+            "points": [overrides or {"n_embd": 16} for overrides, _ in SWEEP.values()], "space": {},
+            "seeds": [0, 1, 2], "trials": None, "pruner": "none", "storage": f"journal:{sweep / 'journal.log'}"}
+    (sweep / "plan.json").write_text(json.dumps(plan))
+    header = ["run", "trial", "config", "seed", "state", "error", *MODEL_COLUMNS, *TRAIN_COLUMNS, *FIGURE_COLUMNS]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    trial = 0
+    for config, (overrides, tests) in SWEEP.items():
+        for seed, test in enumerate(tests):
+            run = f"{trial:04d}-{config}-s{seed}"
+            summary = run_dir_records(sweep / "runs" / run, {**BASE, **overrides}, seed, test)
+            model_cfg, train_cfg = resolve({**BASE, **overrides, "seed": seed})
+            values = {**to_dict(model_cfg), **to_dict(train_cfg), **summary, "run_dir": f"runs/{run}"}
+            writer.writerow([run, trial, config, seed, "complete", "",
+                             *[_cell(values[k]) for k in MODEL_COLUMNS + TRAIN_COLUMNS + list(FIGURE_COLUMNS)]])
+            trial += 1
+    model_cfg, train_cfg = resolve({**BASE, "n_embd": 32, "seed": 0})
+    pruned = {**to_dict(model_cfg), **to_dict(train_cfg)}
+    writer.writerow(["9998-pruned", trial, "pruned32", 0, "pruned", "", *[_cell(pruned[k]) for k in MODEL_COLUMNS + TRAIN_COLUMNS],
+                     *[""] * len(FIGURE_COLUMNS)])
+    writer.writerow(["9999-invalid", trial + 1, "bad", 0, "invalid", "n_embd 18 is not divisible by n_head 4",
+                     *[""] * (len(MODEL_COLUMNS) + len(TRAIN_COLUMNS) + len(FIGURE_COLUMNS))])
+    (sweep / "results.csv").write_text(out.getvalue())
+    if journal:
+        import optuna
+
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(sweep / "journal.log")))
+        study = optuna.create_study(study_name=name, storage=storage)
+        dists = {"n_embd": optuna.distributions.IntDistribution(16, 64),
+                 "lr": optuna.distributions.FloatDistribution(0.005, 0.05, log=True)}
+        for overrides, tests in SWEEP.values():
+            params = {"n_embd": overrides.get("n_embd", 16), "lr": overrides.get("lr", 0.01)}
+            study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=statistics.fmean(tests)))
+        (sweep / "storage.txt").write_text(f"journal:{sweep / 'journal.log'}\n")
+    return sweep
+
+
+def _cell(value) -> str:
+    return "" if value is None else str(value)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = Parser(prog="microgpt")
+    report.register(p.add_subparsers(dest="command", required=True, parser_class=Parser))
+    return p
+
+
+def run_report(*argv: str) -> int:
+    return report.run(parser().parse_args(["report", *argv]))
+
+
+@pytest.fixture(scope="module")
+def sweep_report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    sweep = make_sweep(root)
+    out = root / "out"
+    assert run_report(str(sweep), "-o", str(out)) == 0
+    return sweep, out
+
+
+# ------------------------------------------------------------------------------------------------------------ stats
+
+def test_spread_and_interval_follow_student_t():
+    xs = [2.0, 2.1, 2.3]
+    s = stats.spread(xs + [None, float("nan")])
+    assert s.n == 3 and s.mean == pytest.approx(2.1333333) and s.sd == pytest.approx(statistics.stdev(xs))
+    lo, hi = stats.mean_ci(xs)
+    half = sps.t.ppf(0.975, 2) * s.sd / math.sqrt(3)  # 4.303 for 2 degrees of freedom
+    assert (lo, hi) == (pytest.approx(s.mean - half), pytest.approx(s.mean + half))
+    assert stats.mean_ci([2.0]) is None and stats.spread([2.0]).sd is None and stats.spread([]).mean is None
+
+
+def test_compare_is_welch_and_hedges_g_with_lower_loss_positive():
+    base, other = [2.40, 2.41, 2.39, 2.42], [2.30, 2.33, 2.29]
+    c = stats.compare(base, other)
+    assert c.diff == pytest.approx(statistics.fmean(base) - statistics.fmean(other)) and c.diff > 0
+    assert c.p == pytest.approx(sps.ttest_ind(base, other, equal_var=False).pvalue)
+    assert c.ci[0] < c.diff < c.ci[1] and c.ci[0] > 0  # significant: the interval excludes 0
+    pooled = math.sqrt((3 * statistics.variance(base) + 2 * statistics.variance(other)) / 5)
+    d = c.diff / pooled
+    assert d * 0.8 < c.hedges_g < d  # Hedges' correction shrinks Cohen's d; ~0.86 at 5 degrees of freedom
+    assert c.hedges_g == pytest.approx(d * (1 - 3 / (4 * 5 - 1)), rel=0.01)  # Hedges' own approximation of J
+    assert stats.compare(base, [2.3]) is None
+
+
+@pytest.mark.parametrize("other, expected", [
+    ([1.67, 1.68, 1.69], "confirmed"),
+    ([2.38, 2.42, 2.40], "not significant at 5%"),
+    ([2.50, 2.51, 2.49], "opposite"),
+    ([2.30, 2.31, 2.29], "smaller"),
+    ([2.20, 2.21, 2.19], "larger"),
+    ([2.39], stats.NO_STATS),
+])
+def test_verdict_rules(other, expected):
+    base = [2.40, 2.41, 2.39]
+    predicted = {"confirmed": 0.30, "smaller": 0.08, "larger": 0.02}.get(expected, 0.15)
+    assert stats.verdict(predicted, stats.compare(base, other), 2.40) == expected
+
+
+# ------------------------------------------------------------------------------------------------------------ sweeps
+
+def test_summary_csv_and_report_md_carry_the_numbers_of_results_csv(sweep_report):
+    sweep, out = sweep_report
+    assert {p.name for p in out.iterdir()} >= {"report.html", "report.md", "summary.csv", "val-vs-step.png",
+                                               "val-vs-seconds.png", "train-vs-val.png", "param-effects.png"}
+    rows = list(csv.DictReader((sweep / "results.csv").open()))
+    summary = {r["config"]: r for r in csv.DictReader((out / "summary.csv").open())}
+    md = (out / "report.md").read_text()
+    assert list(summary)[:3] == ["wide", "h8", "deep"]  # ranked by mean val
+    for config in ("wide", "b16", "ctx"):
+        tests = [float(r["test_loss"]) for r in rows if r["config"] == config and r["state"] == "complete"]
+        vals = [float(r["val_loss"]) for r in rows if r["config"] == config and r["state"] == "complete"]
+        row = summary[config]
+        assert float(row["test_loss_mean"]) == pytest.approx(statistics.fmean(tests), abs=1e-12)
+        assert int(row["test_loss_n"]) == len(tests)
+        if len(tests) > 1:
+            assert float(row["test_loss_sd"]) == pytest.approx(statistics.stdev(tests), abs=1e-12)
+        else:
+            assert row["test_loss_sd"] == ""
+        assert float(row["val_loss_mean"]) == pytest.approx(statistics.fmean(vals), abs=1e-12)
+    for config in ("wide", "h8", "deep"):  # the top three are shown with mean ± sd of val and test
+        tests = [float(r["test_loss"]) for r in rows if r["config"] == config]
+        assert f"{statistics.fmean(tests):.4f} ± {statistics.stdev(tests):.4f}" in md
+    base = [float(r["test_loss"]) for r in rows if r["config"] == "base"]
+    assert f"{statistics.fmean(base):.4f} ± {statistics.stdev(base):.4f}" in md  # the baseline row
+    assert summary["pruned32"]["complete"] == "0" and summary["pruned32"]["test_loss_n"] == "0"
+    assert summary["wide"]["tier"] == "1" and summary["base"]["tier"] == ""
+
+
+def test_overview_tiers_and_top_table(sweep_report):
+    _, out = sweep_report
+    md = (out / "report.md").read_text()
+    assert "| complete | 19 |" in md and "| pruned | 1 |" in md and "| invalid | 1 |" in md and "| all | 21 |" in md
+    assert "Best configuration (lowest mean val loss): wide" in md and "tier 1" in md
+    assert "Baseline: base, the base point of plan seed-hypotheses" in md
+    assert "| tier 1 (test < 1.9) | 1 | wide |" in md
+    assert "Hedges' g" in md and "Welch" in md
+    wide = [line for line in md.splitlines() if line.startswith("| 1 | wide |")][0]
+    p = sps.ttest_ind([2.40, 2.41, 2.39], [1.67, 1.68, 1.69], equal_var=False).pvalue
+    assert f"{p:.3g}" in wide and "n_embd=64" in wide
+
+
+def test_hypotheses_rows_and_verdicts(sweep_report):
+    _, out = sweep_report
+    md = (out / "report.md").read_text()
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if " → " in line}
+    assert rows["model size"].endswith("| confirmed |") and "n_embd 16 → 64" in rows["model size"]
+    assert rows["model size"].count("+30.0%") == 1
+    assert rows["learning rate"].endswith("| not significant at 5% |")
+    assert rows["batch size"].endswith("| opposite |")
+    assert rows["layers"].endswith("| smaller |")
+    assert rows["heads"].endswith("| larger |")
+    assert rows["context"].endswith(f"| {stats.NO_STATS} |")
+    assert "lr schedule" not in rows and "regularisation" not in rows  # no matched pair in the records
+    assert "block_size beyond 16 cannot help" in md
+
+
+def test_parameter_importance_and_samples(sweep_report):
+    _, out = sweep_report
+    md = (out / "report.md").read_text()
+    assert "Parameter importance of study seed-hypotheses" in md
+    assert "| n_embd |" in md and "| lr |" in md
+    assert "## Samples" in md and "50% new, 25% in train, 25% in val-test" in md
+    assert "| zelora | new |" in md
+    assert "## Skipped" in md and "Nothing was skipped" in md
+
+
+def test_markdown_links_the_pngs_and_html_inlines_them(sweep_report):
+    _, out = sweep_report
+    md = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    for name in ("val-vs-step.png", "val-vs-seconds.png", "train-vs-val.png", "param-effects.png"):
+        assert f"]({name})" in md
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert page.count('src="data:image/png;base64,') == 4 and ".png\"" not in page and "http" not in page
+
+
+def test_absent_study_is_said_and_skipped(tmp_path):
+    sweep = make_sweep(tmp_path, journal=False)
+    (sweep / "storage.txt").write_text(f"journal:{tmp_path / 'gone' / 'journal.log'}\n")
+    assert run_report(str(sweep), "-o", str(tmp_path / "out")) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Parameter importance not computed for sweep seed-hypotheses: journal" in md and "not found" in md
+    assert not (tmp_path / "gone").exists()  # reading never creates a journal
+
+
+def test_baseline_flag_by_id_and_by_run_dir(tmp_path):
+    sweep = make_sweep(tmp_path, journal=False)
+    assert run_report(str(sweep), "--baseline", "wide", "--top", "1", "-o", str(tmp_path / "a")) == 0
+    md = (tmp_path / "a" / "report.md").read_text()
+    assert "Baseline: wide, configuration wide (--baseline wide)" in md and "## Top 1 configurations" in md
+    assert "The seed's hypotheses" not in md  # n_embd 64 is no seed baseline: no matched pair
+    run_dir = next((sweep / "runs").glob("*-base-s1"))
+    assert run_report(str(sweep), "--baseline", str(run_dir), "-o", str(tmp_path / "b")) == 0
+    assert "Baseline: base, the configuration of run directory" in (tmp_path / "b" / "report.md").read_text()
+    with pytest.raises(UsageError, match="'nope' is neither a run directory nor a configuration"):
+        run_report(str(sweep), "--baseline", "nope", "-o", str(tmp_path / "c"))
+
+
+# ------------------------------------------------------------------------------------------------------------ runs
+
+def test_one_run_dir_gives_the_short_report(tmp_path):
+    run_dir_records(tmp_path / "r1", BASE, 0, 2.35)
+    out = tmp_path / "out"
+    assert run_report(str(tmp_path / "r1"), "-o", str(out)) == 0
+    md = (out / "report.md").read_text()
+    assert md.startswith("# microgpt report: run r1") and "| test_loss | 2.3500 |" in md
+    assert "## Samples" in md and "](train-vs-val.png)" in md and "Top" not in md
+    assert not (out / "param-effects.png").exists()
+
+
+def test_a_folder_of_run_dirs_groups_seeds_into_configurations(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, test in enumerate([2.30, 2.32]):
+        run_dir_records(runs / f"a-s{seed}", BASE, seed, test)
+    run_dir_records(runs / "b-s0", {**BASE, "lr": 0.02}, 0, 2.20)
+    out = tmp_path / "out"
+    assert run_report(str(runs), "-o", str(out)) == 0
+    summary = list(csv.DictReader((out / "summary.csv").open()))
+    assert [(r["runs"], r["lr"]) for r in summary] == [("1", "0.02"), ("2", "0.01")]
+    assert float(summary[1]["test_loss_mean"]) == pytest.approx(2.31)
+    md = (out / "report.md").read_text()
+    assert "| 1 | b-s0 | lr=0.02 | 1/1 |" in md and stats.NO_STATS in md  # one seed: no interval, no test
+
+
+def test_broken_records_are_skipped_with_reasons(tmp_path):
+    sweep = make_sweep(tmp_path / "s", journal=False)
+    text = (sweep / "results.csv").read_text()
+    (sweep / "results.csv").write_text(text[: text.rindex("9999-invalid") + 20])  # the last row cut mid-line
+    (sweep / "runs" / "0000-base-s0" / "metrics.csv").unlink()
+    (sweep / "runs" / "0000-base-s0" / "samples.txt").unlink()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "plan.json").write_text(json.dumps({"name": "empty", "mode": "grid"}))
+    runs = tmp_path / "runs"
+    run_dir_records(runs / "done", BASE, 0, 2.3)
+    run_dir_records(runs / "crashed", BASE, 1, 2.3)
+    (runs / "crashed" / "summary.json").unlink()
+    run_dir_records(runs / "garbled", BASE, 2, 2.3)
+    (runs / "garbled" / "summary.json").write_text('{"state": "compl')
+    out = tmp_path / "out"
+    assert run_report(str(sweep), str(empty), str(runs), "-o", str(out)) == 0
+    md = (out / "report.md").read_text()
+    skipped = md[md.index("## Skipped"):]
+    assert "results.csv line 22: 4 of " in skipped and "truncated" in skipped
+    assert "run 0000-base-s0: no metrics.csv" in skipped
+    assert "empty/results.csv: missing" in skipped
+    assert "crashed: no summary.json" in skipped and "garbled/summary.json: unreadable JSON" in skipped
+    assert "| all | 21 |" in md  # 20 sweep rows + the finished run dir
+    assert (out / "report.html").is_file() and (out / "val-vs-step.png").is_file()
+
+
+def test_an_empty_sweep_still_renders(tmp_path):
+    sweep = tmp_path / "sweeps" / "nothing"
+    sweep.mkdir(parents=True)
+    (sweep / "results.csv").write_text("run,trial,config,seed,state,error\n")
+    assert run_report(str(sweep), "-o", str(tmp_path / "out")) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "No complete run with a val loss" in md and "no runs: only the header" in md
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "absent", "no such directory"),
+    (lambda d: (d / "f.txt").write_text("x") and d / "f.txt", "is a file"),
+    (lambda d: (d / "plain").mkdir() or d / "plain", "holds no run or sweep records"),
+])
+def test_bad_paths_are_one_usage_error(tmp_path, make, message):
+    with pytest.raises(UsageError, match=message):
+        run_report(str(make(tmp_path)), "-o", str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_top_must_be_positive(tmp_path):
+    with pytest.raises(UsageError, match="--top must be >= 1, got 0"):
+        run_report(str(tmp_path), "--top", "0")
+
+
+def test_cli_exits_2_on_a_missing_directory(tmp_path, capsys):
+    from microgpt import cli
+
+    if "report" not in cli.build_parser()._subparsers._group_actions[0].choices:
+        pytest.skip("cli.py does not wire `microgpt report` yet")
+    assert cli.main(["report", str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("microgpt: error: ") and "absent" in err and "\n" not in err
+
+
+# ------------------------------------------------------------------------------------------------------- the plan
+
+def test_seed_hypotheses_plan_has_one_factor_per_point():
+    plan = tomllib.loads((REPO / "plans" / "seed-hypotheses.toml").read_text())
+    assert plan["mode"] == "grid" and plan["seeds"] == 3 and plan["pruner"] == "none"
+    base = plan["base"]
+    assert {k: base[k] for k in ("n_embd", "n_layer", "n_head", "block_size", "batch_size", "lr", "schedule")} == {
+        "n_embd": 16, "n_layer": 1, "n_head": 4, "block_size": 16, "batch_size": 4, "lr": 0.01, "schedule": "cosine"}
+    assert isinstance(base["steps"], int)
+    base_model, base_train = resolve(base)
+    base_settings = {**to_dict(base_model), **to_dict(base_train)}
+    matched = []
+    for point in plan["points"]:
+        model_cfg, train_cfg = resolve({**base, **point})  # every point is a valid configuration
+        changed = report.differences(base_settings, {**to_dict(model_cfg), **to_dict(train_cfg)})
+        if not changed:
+            continue  # the baseline itself
+        hits = [h.name for h in report.HYPOTHESES if set(changed) <= set(h.fields)]
+        assert len(hits) == 1, (point, hits)
+        matched += hits
+    assert sorted(matched) == sorted(h.name for h in report.HYPOTHESES)
+
+
+# --------------------------------------------------------------------------------------------------- in a browser
+
+def chromium() -> str | None:
+    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+
+def test_report_html_renders_in_headless_chromium(sweep_report, tmp_path):
+    binary = chromium()
+    if binary is None:
+        pytest.skip("no chromium binary on PATH (Debian: apt-get install chromium)")
+    _, out = sweep_report
+    flags = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2000"]
+    url = (out / "report.html").resolve().as_uri()
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    images = dom.count("<img ")
+    sources = [s.split('"', 1)[0] for s in dom.split('<img alt="')[1:]]
+    assert images == 4 and "<table>" in dom
+    for img in dom.split("<img ")[1:]:
+        src = img.split('src="', 1)[1].split('"', 1)[0]
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(sources) == 4
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    assert shot.is_file(), "chromium wrote no screenshot"
+    from matplotlib import image
+
+    pixels = image.imread(shot)
+    assert pixels.shape[:2] == (2000, 1200) and pixels.std() > 0.05  # not a blank page

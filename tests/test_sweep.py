@@ -1,0 +1,282 @@
+"""Sweeps: plans, completeness, faults (kill, divergence, exceptions, invalid points), storages, pruning, refine."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from microgpt.cli import main
+from microgpt.config import UsageError
+from microgpt.plan import load_plan_file, plan_from_dict
+from microgpt.sweep import load_study, prepare, reconcile, refine_plan, trial_rows, work
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = {"steps": 10, "eval_every": 5, "samples": 2}
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def cli(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_shipped_plans_are_valid():
+    plans = sorted((REPO / "plans").glob("*.toml"))
+    assert {p.stem for p in plans} >= {"runner", "lr", "architecture", "dynamics", "search"}
+    sizes = {}
+    for path in plans:
+        plan = plan_from_dict(load_plan_file(path), str(path))
+        sizes[path.stem] = plan.total_runs()
+    assert sizes["runner"] == 64 and sizes["lr"] == 36 and sizes["architecture"] == 108 and sizes["dynamics"] == 36
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"name": "x", "grid": {"lr": [0.1]}, "colour": "red"}, "unknown field(s) in plan: colour"),
+        ({"name": "x", "grid": {"lr": []}}, "empty grid for 'lr'"),
+        ({"name": "x", "grid": {"learning_rate": [0.1]}}, "unknown setting 'learning_rate'"),
+        ({"name": "x", "mode": "tpe", "trials": 5, "space": {"lr": "0.1:0.01"}}, "malformed range for 'lr'"),
+        ({"name": "x", "mode": "tpe", "trials": 5, "space": {"lr": "a:b:log"}}, "malformed range for 'lr'"),
+        ({"name": "x", "mode": "tpe", "space": {"lr": "1e-4:1e-2:log"}}, "needs trials = N"),
+        ({"name": "x", "grid": {"n_embd": ["wide"]}}, "setting 'n_embd' needs a int"),
+        ({"name": "x", "grid": {"seed": [1, 2]}}, "use the plan's seeds"),
+        ({"name": "x"}, "needs a non-empty [grid] or [[points]]"),
+        ({"name": "x", "grid": {"lr": [0.1]}, "seeds": 0}, "seeds must be"),
+    ],
+)
+def test_bad_plans(raw, message):
+    with pytest.raises(UsageError) as err:
+        plan_from_dict(raw)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--grid", "lr=0.1", "--grid", "colour=red"], "unknown setting 'colour'"),
+        (["--grid", "lr="], "setting 'lr' needs a float"),
+        (["--space", "lr=3:1:log", "--trials", "2"], "malformed range"),
+        (["--grid", "lr=0.1", "--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open storage"),
+        (["--grid", "lr=0.1", "--storage", "notadb://x"], "cannot open storage"),
+    ],
+)
+def test_bad_sweep_flags_are_one_line_exit_2_nothing_written(tmp_path, capsys, names_path, argv, message):
+    code, _, err = cli(capsys, "sweep", *argv, "--data", str(names_path), "--out-dir", str(tmp_path / "sweeps"))
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "sweeps").exists()
+
+
+def test_bad_plan_file(tmp_path, capsys):
+    path = tmp_path / "p.toml"
+    path.write_text("name = 'x'\n[grid\nlr = [1]\n")
+    code, _, err = cli(capsys, "sweep", str(path), "--out-dir", str(tmp_path / "sweeps"))
+    assert code == 2 and "not valid TOML" in err and not (tmp_path / "sweeps").exists()
+
+
+def in_process(tmp_path, names_data, raw: dict, train_fn=None):
+    """Prepare a sweep and run one worker in this process; returns (study, sweep_dir, plan)."""
+    plan = plan_from_dict(raw)
+    sweep_dir, url = prepare(plan, tmp_path, None)
+    study = load_study(plan, url)
+    reconcile(study, plan, sweep_dir, url)
+    work(study, plan, names_data, sweep_dir, url, train_fn=train_fn)
+    return study, sweep_dir, plan
+
+
+def test_grid_runs_every_point_once_per_seed_and_records_it(tmp_path, names_data):
+    raw = {"name": "g", "seeds": 2, "base": FAST, "grid": {"lr": [0.01, 0.02], "n_embd": [8, 16]},
+           "points": [{"n_layer": 2}]}
+    study, sweep_dir, plan = in_process(tmp_path, names_data, raw)
+    rows = read_csv(sweep_dir / "results.csv")
+    assert len(rows) == 5 * 2 == plan.total_runs()
+    assert Counter((r["config"], r["seed"]) for r in rows).most_common(1)[0][1] == 1
+    assert {(r["lr"], r["n_embd"], r["n_layer"]) for r in rows} == {
+        ("0.01", "8", "1"), ("0.01", "16", "1"), ("0.02", "8", "1"), ("0.02", "16", "1"), ("0.01", "16", "2")}
+    for r in rows:  # every row parses, matches its run directory, and the objective is val, never test
+        assert r["state"] == "complete" and set(r) == set(rows[0])
+        summary = json.loads((sweep_dir / r["run_dir"] / "summary.json").read_text())
+        assert float(r["val_loss"]) == summary["val_loss"] and float(r["test_loss"]) == summary["test_loss"]
+        trial = study.trials[int(r["trial"])]
+        assert trial.value == summary["best_val"] != summary["test_loss"]
+    # resuming a finished sweep runs nothing again
+    again, _, _ = in_process(tmp_path, names_data, raw)
+    assert len(read_csv(sweep_dir / "results.csv")) == 10
+
+
+def test_invalid_diverged_and_raising_runs_are_recorded(tmp_path, names_data):
+    from microgpt.train import train
+
+    def flaky(model_cfg, cfg, data, **kw):
+        if cfg.batch_size == 3:
+            raise RuntimeError("boom: simulated crash")
+        return train(model_cfg, cfg, data, **kw)
+
+    raw = {"name": "faults", "base": FAST,
+           "points": [{"n_embd": 16, "n_head": 12}, {"lr": 1e6, "optimizer": "sgd", "momentum": 0.0},
+                      {"batch_size": 3}, {"lr": 0.01}]}
+    _, sweep_dir, _ = in_process(tmp_path, names_data, raw, train_fn=flaky)
+    rows = {r["run"]: r for r in read_csv(sweep_dir / "results.csv")}
+    states = sorted(r["state"] for r in rows.values())
+    assert states == ["complete", "diverged", "failed", "invalid"]
+    by_state = {r["state"]: r for r in rows.values()}
+    assert "not divisible" in by_state["invalid"]["error"]
+    assert "RuntimeError: boom" in by_state["failed"]["error"]
+    assert "became" in by_state["diverged"]["error"]
+
+
+def test_tpe_with_asha_prunes_and_spends_fewer_steps_than_grid(tmp_path, names_data):
+    base = {"steps": 60, "eval_every": 5, "samples": 0, "batch_size": 4}
+    lrs = [0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.0005, 0.002, 0.005, 0.02, 0.05, 0.2]
+    _, grid_dir, _ = in_process(tmp_path, names_data, {"name": "grid", "base": base, "grid": {"lr": lrs}})
+    _, tpe_dir, plan = in_process(tmp_path, names_data, {
+        "name": "tpe", "mode": "tpe", "trials": 12, "pruner": "asha", "base": base, "space": {"lr": "1e-4:0.3:log"}})
+    grid_rows, tpe_rows = read_csv(grid_dir / "results.csv"), read_csv(tpe_dir / "results.csv")
+    assert len(grid_rows) == len(tpe_rows) == 12
+    assert any(r["state"] == "pruned" for r in tpe_rows)
+    steps = lambda rows: sum(int(r["steps_done"]) for r in rows)  # noqa: E731
+    assert steps(tpe_rows) < steps(grid_rows) == 12 * 60
+
+
+def test_seeds_of_a_tpe_configuration_share_it(tmp_path, names_data):
+    _, sweep_dir, _ = in_process(tmp_path, names_data, {
+        "name": "s", "mode": "random", "trials": 2, "seeds": [5, 6], "base": FAST,
+        "space": {"lr": "1e-3:1e-2:log", "activation": ["relu", "gelu"]}})
+    rows = read_csv(sweep_dir / "results.csv")
+    assert len(rows) == 4
+    by_config: dict[str, list] = {}
+    for r in rows:
+        by_config.setdefault(r["config"], []).append((r["lr"], r["activation"], r["seed"]))
+    assert len(by_config) == 2
+    for runs in by_config.values():
+        assert len({(lr, act) for lr, act, _ in runs}) == 1 and sorted(s for *_, s in runs) == ["5", "6"]
+
+
+def test_export_regenerates_results(tmp_path, capsys, names_data, names_path):
+    _, sweep_dir, _ = in_process(tmp_path, names_data, {"name": "e", "base": FAST, "grid": {"lr": [0.01, 0.02]}})
+    before = (sweep_dir / "results.csv").read_text()
+    (sweep_dir / "results.csv").unlink()
+    code, out, _ = cli(capsys, "sweep", "export", str(sweep_dir))
+    assert code == 0 and "2 runs" in out and (sweep_dir / "results.csv").read_text() == before
+
+
+def test_refine_narrows_around_the_best(tmp_path, names_data):
+    _, sweep_dir, _ = in_process(tmp_path, names_data, {
+        "name": "r", "base": FAST, "grid": {"lr": [0.001, 0.01, 0.1], "activation": ["relu", "gelu"]}})
+    plan = refine_plan(sweep_dir, top=2, trials=4)
+    assert plan.mode == "tpe" and plan.trials == 4 and plan.name == "r-refine"
+    dims = {d.name: d for d in plan.space}
+    rows = read_csv(sweep_dir / "results.csv")
+    best = sorted(rows, key=lambda r: float(r["val_loss"]))[:2]
+    lrs = [float(r["lr"]) for r in best]
+    assert "lr" in dims and dims["lr"].low <= min(lrs) and dims["lr"].high >= max(lrs)
+    assert dims["lr"].high / dims["lr"].low < 0.1 / 0.001  # narrower than the original range
+
+
+def run_cli_sweep(tmp_path, names_path, *extra, **popen):
+    cmd = [sys.executable, "-m", "microgpt", "sweep", "--data", str(names_path), "--out-dir", str(tmp_path), *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_without_losing_or_repeating_runs(tmp_path, names_path):
+    args = ["--grid", "lr=0.002,0.004,0.006,0.008,0.01,0.012", "-s", "300", "--eval-every", "100",
+            "--workers", "2", "--name", "k", "--samples", "0"]
+    proc = run_cli_sweep(tmp_path, names_path, *args, start_new_session=True)
+    results = tmp_path / "k" / "results.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (results.is_file() and len(read_csv(results)) >= 2):
+        time.sleep(0.1)
+    time.sleep(0.3)  # into the next runs
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole sweep, workers included, as a crash would
+    proc.wait()
+    done_before = {r["run"] for r in read_csv(results) if r["state"] == "complete"}
+    assert 2 <= len(done_before) < 6
+    again = run_cli_sweep(tmp_path, names_path, *args)
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, out
+    rows = read_csv(results)
+    complete = [r for r in rows if r["state"] == "complete"]
+    assert sorted(r["lr"] for r in complete) == ["0.002", "0.004", "0.006", "0.008", "0.01", "0.012"]
+    assert done_before <= {r["run"] for r in complete}  # finished runs were kept, not rerun
+    failed = [r for r in rows if r["state"] == "failed"]
+    assert all("died mid-run" in r["error"] for r in failed)
+    assert "marked failed and queued again" in out or not failed
+
+
+@pytest.mark.slow
+def test_eight_workers_on_one_journal_record_every_run_once(tmp_path, names_path):
+    proc = run_cli_sweep(tmp_path, names_path, "--grid", "lr=" + ",".join(str(0.001 * i) for i in range(1, 9)),
+                         "--grid", "n_embd=8,16", "-s", "5", "--eval-every", "5", "--samples", "0",
+                         "--workers", "8", "--name", "eight")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    rows = read_csv(tmp_path / "eight" / "results.csv")
+    assert len(rows) == 16 and all(r["state"] == "complete" for r in rows)
+    assert len({(r["config"], r["seed"]) for r in rows}) == 16
+    assert len(list((tmp_path / "eight" / "runs").iterdir())) == 16
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    url = os.environ.get("MICROGPT_TEST_PG")
+    if not url:
+        pytest.skip("no PostgreSQL server: MICROGPT_TEST_PG is unset (.ci/run starts one and sets it)")
+    return url
+
+
+@pytest.mark.slow
+def test_workers_on_two_processes_share_one_postgres_study(tmp_path, names_path, postgres_url):
+    name = f"pg{os.getpid()}{int(time.time())}"
+    grid = ["--grid", "lr=0.001,0.002,0.003,0.004,0.005,0.006", "-s", "5", "--eval-every", "5", "--samples", "0"]
+    first = run_cli_sweep(tmp_path / "a", names_path, *grid, "--workers", "2", "--name", name, "--storage", postgres_url)
+    time.sleep(1.0)
+    second = run_cli_sweep(tmp_path / "b", names_path, "--join", name, "--storage", postgres_url, "--workers", "2")
+    out_a, _ = first.communicate(timeout=600)
+    out_b, _ = second.communicate(timeout=600)
+    assert first.returncode == 0 and second.returncode == 0, out_a + out_b
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    rows = trial_rows(study)
+    assert len(rows) == 6 and all(r["state"] == "complete" for r in rows)
+    assert len({(r["config"], r["seed"]) for r in rows}) == 6
+    local = len(list((tmp_path / "a" / name / "runs").iterdir())) + len(list((tmp_path / "b" / name / "runs").iterdir()))
+    assert local == 6
+
+
+def test_dashboard_serves_the_study(tmp_path, names_data):
+    pytest.importorskip("optuna_dashboard")
+    import socket
+    import urllib.request
+
+    _, sweep_dir, _ = in_process(tmp_path, names_data, {"name": "d", "base": FAST, "grid": {"lr": [0.01]}})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "microgpt", "dashboard", str(sweep_dir), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        body = None
+        for _ in range(100):
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2).read().decode()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert body is not None and '"d"' in body
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
