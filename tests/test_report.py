@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import re
 import shutil
 import statistics
 import subprocess
@@ -246,7 +247,9 @@ def test_markdown_links_the_pngs_and_html_inlines_them(sweep_report):
     for name in ("val-vs-step.png", "val-vs-seconds.png", "train-vs-val.png", "param-effects.png"):
         assert f"]({name})" in md
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert page.count('src="data:image/png;base64,') == 4 and ".png\"" not in page and "http" not in page
+    assert page.count('src="data:image/png;base64,') == 4
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
+    assert ".png" not in text and "http" not in text and "<link" not in text and "<script" not in text  # offline
 
 
 def test_absent_study_is_said_and_skipped(tmp_path):
@@ -269,6 +272,7 @@ def test_baseline_flag_by_id_and_by_run_dir(tmp_path):
     assert "Baseline: base, the configuration of run directory" in (tmp_path / "b" / "report.md").read_text()
     with pytest.raises(UsageError, match="'nope' is neither a run directory nor a configuration"):
         run_report(str(sweep), "--baseline", "nope", "-o", str(tmp_path / "c"))
+    assert not (tmp_path / "c").exists()  # a usage error writes nothing
 
 
 # ------------------------------------------------------------------------------------------------------------ runs
@@ -303,6 +307,8 @@ def test_broken_records_are_skipped_with_reasons(tmp_path):
     (sweep / "results.csv").write_text(text[: text.rindex("9999-invalid") + 20])  # the last row cut mid-line
     (sweep / "runs" / "0000-base-s0" / "metrics.csv").unlink()
     (sweep / "runs" / "0000-base-s0" / "samples.txt").unlink()
+    metrics = sweep / "runs" / "0003-wide-s0" / "metrics.csv"
+    metrics.write_text(metrics.read_text()[:-30])  # the best run's last row cut mid-line
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "plan.json").write_text(json.dumps({"name": "empty", "mode": "grid"}))
@@ -318,6 +324,7 @@ def test_broken_records_are_skipped_with_reasons(tmp_path):
     skipped = md[md.index("## Skipped"):]
     assert "results.csv line 22: 4 of " in skipped and "truncated" in skipped
     assert "run 0000-base-s0: no metrics.csv" in skipped
+    assert "0003-wide-s0/metrics.csv: 1 of 100 rows malformed" in skipped
     assert "empty/results.csv: missing" in skipped
     assert "crashed: no summary.json" in skipped and "garbled/summary.json: unreadable JSON" in skipped
     assert "| all | 21 |" in md  # 20 sweep rows + the finished run dir
@@ -413,3 +420,18 @@ def test_report_html_renders_in_headless_chromium(sweep_report, tmp_path):
 
     pixels = image.imread(shot)
     assert pixels.shape[:2] == (2000, 1200) and pixels.std() > 0.05  # not a blank page
+
+
+def _config(label: str, **settings) -> report.Configuration:
+    run = report.Run(label, "plan", label, 0, "complete", settings, {"val_loss": 2.0, "test_loss": 2.0}, None)
+    return report.Configuration(label, settings, [run])
+
+
+def test_default_baseline_is_the_plans_unchanged_point():
+    records = report.Records(sweeps=[report.Sweep(Path("."), "plan", {"base": {"n_embd": 16}}, None)])
+    one_factor = [_config("a", n_embd=16, dropout=0.0), _config("b", n_embd=16, dropout=0.1),
+                  _config("c", n_embd=64, dropout=0.0)]
+    baseline, how = report.find_baseline(None, one_factor, records)
+    assert baseline.label == "a" and "base point of plan plan" in how
+    grid = [_config(f"{e}-{lr}", n_embd=e, lr=lr) for e in (16, 64) for lr in (0.01, 0.02)]
+    assert report.find_baseline(None, grid, records)[0] is None  # lr is open in base and ties: no baseline

@@ -21,6 +21,7 @@ import html
 import io
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ LOG_X = ("lr", "min_lr", "weight_decay", "eps", "init_std")   # plotted on a log
 STATE_ORDER = ("complete", "pruned", "diverged", "invalid", "failed")
 LOSS_AXIS = "loss (nats/token)"
 DIGITS = {"best_val_step": 0, "steps_done": 0, "steps_to_target": 0, "n_params": 0, "tokens_per_second": 0,
-          "seconds_to_target": 1, "wall_seconds": 1, "train_seconds": 1}  # decimals shown; every other figure: 4
+          "seconds_to_target": 2, "wall_seconds": 2, "train_seconds": 2}  # decimals shown; every other figure: 4
 BASELINE_COLOUR = "black"
 BLOCK_NOTE = ("With this trainer each name is its own sequence (BOS, the name, BOS) and names are at most 15 characters, "
               "so no batch ever uses more than 16 positions: a block_size beyond 16 cannot help, and any difference "
@@ -102,7 +103,7 @@ class Records:
         self.skipped.append((str(what), why))
 
     def metrics(self, run: Run) -> list[dict] | None:
-        """The run's metrics.csv rows (step, lr, loss, val_loss, elapsed_s as numbers or None), read once."""
+        """The run's metrics.csv rows (step, loss, val_loss, elapsed_s; val_loss None where not evaluated), read once."""
         if id(run) not in self._metrics:
             self._metrics[id(run)] = read_metrics(run, self)
         return self._metrics[id(run)]
@@ -219,9 +220,9 @@ def read_sweep(path: Path, records: Records) -> None:
 def _sweep_run(sweep: Sweep, cells: dict[str, str]) -> Run:
     settings = {}
     for name, kind in SETTING_TYPES.items():
-        if name in NOT_CONFIG:
+        if name in NOT_CONFIG or name not in cells:  # a column an older results.csv lacks: compare without it
             continue
-        if cells.get(name, "") == "":
+        if cells[name] == "":
             settings = {}  # an invalid run has no resolved values: it groups by its configuration id alone
             break
         settings[name] = _setting(name, kind, cells[name])
@@ -306,8 +307,8 @@ def read_samples(run: Run) -> list[tuple[str, str]] | None:
         return None
     if text is None:
         return None
-    pairs = [tuple(line.split("\t", 1)) for line in text.splitlines() if "\t" in line]
-    return [(name, tag) for name, tag in pairs]
+    pairs = [line.split("\t", 1) for line in text.splitlines() if "\t" in line]
+    return [(name, tag.strip()) for name, tag in pairs]
 
 
 # ----------------------------------------------------------------------------------------------------- configurations
@@ -404,16 +405,33 @@ def find_baseline(arg: str | None, configs: list[Configuration], records: Record
 
 
 def _plan_baseline(configs: list[Configuration], records: Records) -> tuple[Configuration | None, str]:
-    """Without --baseline: the one configuration equal to a plan's [base] on every base setting, if exactly one is."""
+    """Without --baseline: a plan's base point, found from the records alone.
+
+    The baseline equals the plan's [base] on every setting base names. When base leaves a swept setting open (a point
+    sets dropout, base does not), the baseline takes the value most of the plan's configurations share: in a
+    one-factor-at-a-time plan that is the unchanged one. A tie, or more than one candidate left, means no baseline.
+    """
     for sweep in records.sweeps:
         base = {k: v for k, v in (sweep.plan.get("base") or {}).items() if k in SETTING_TYPES and k not in NOT_CONFIG}
-        if not base:
+        mine = [c for c in configs if c.settings and c.runs[0].source == sweep.name]
+        if not base or not mine:
             continue
-        matches = [c for c in configs if c.settings and c.runs[0].source == sweep.name
-                   and all(_same(c.settings.get(k), v) for k, v in base.items())]
+        matches = [c for c in mine if all(_same(c.settings.get(k), v) for k, v in base.items())]
+        open_keys = {k for m in matches[1:] for k in differences(matches[0].settings, m.settings)}
+        for key in sorted(open_keys):
+            usual = _usual([c.settings.get(key) for c in mine])
+            matches = [c for c in matches if usual is not None and _same(c.settings.get(key), usual[0])]
         if len(matches) == 1:
             return matches[0], f"the base point of plan {sweep.name} (no --baseline given)"
-    return None, "no baseline: pass --baseline RUN_DIR|CONFIG (no configuration equals a plan's [base] alone)"
+    return None, "no baseline: pass --baseline RUN_DIR|CONFIG (no configuration is a plan's base point alone)"
+
+
+def _usual(values: list[Any]) -> tuple[Any] | None:
+    """(the most common value,), or None when two values tie for it."""
+    counts = Counter(json.dumps(v) for v in values).most_common(2)
+    if len(counts) == 2 and counts[0][1] == counts[1][1]:
+        return None
+    return (json.loads(counts[0][0]),)
 
 
 def swept(records: Records, configs: list[Configuration]) -> list[str]:
@@ -523,8 +541,8 @@ def val_curve(config: Configuration, records: Records, x: str) -> tuple[np.ndarr
             np.array([max(v) for v in vals]))
 
 
-def plot_val_curves(shown: list[Configuration], palette: dict[int, str], records: Records, x: str,
-                    path: Path) -> bool:
+def plot_val_curves(shown: list[Configuration], palette: dict[int, str], records: Records, x: str, path: Path,
+                    names: dict[int, str] | None = None) -> bool:
     """Val loss against step or seconds: the mean over seeds, a min-max band; False when no run has metrics."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -536,7 +554,8 @@ def plot_val_curves(shown: list[Configuration], palette: dict[int, str], records
         xs, mean, lo, hi = curve
         colour = palette.get(id(config), "0.6")
         n = len(config.complete())
-        ax.plot(xs, mean, color=colour, lw=1.8, marker="o", ms=3, label=f"{config.label} (n={n})")
+        name = (names or {}).get(id(config), config.label)
+        ax.plot(xs, mean, color=colour, lw=1.8, marker="o", ms=3, label=f"{name} (n={n})")
         ax.fill_between(xs, lo, hi, color=colour, alpha=0.15, lw=0)
         drawn = True
     if drawn:
@@ -751,6 +770,10 @@ def tiers_section(configs: list[Configuration]) -> Section:
                              Table(["tier", "configurations", "ids"], rows)])
 
 
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _clip(items: list[str], limit: int = 12) -> str:
     return ", ".join(items[:limit]) + (f" ... (+{len(items) - limit})" if len(items) > limit else "")
 
@@ -776,7 +799,7 @@ def top_section(top: list[Configuration], baseline: Configuration | None, params
                        fmt_spread(config.spread("test_loss")), ci_text, p_text, g_text])
         reached = config.spread("steps_to_target")
         costs.append([rank, config.label, f"{fmt(reached.mean, 0)} ({reached.n}/{len(config.complete())})",
-                      fmt_spread(config.spread("seconds_to_target"), 1), fmt_spread(config.spread("train_seconds"), 1),
+                      fmt_spread(config.spread("seconds_to_target"), 2), fmt_spread(config.spread("train_seconds"), 2),
                       fmt_spread(config.spread("loss_drop_per_second"), 4), fmt_spread(config.spread("stability"), 4),
                       fmt(config.spread("n_params").mean, 0)])
     targets = sorted({c.settings.get("target") for c in shown if c.settings.get("target") is not None})
@@ -855,9 +878,10 @@ def full_report(records: Records, configs: list[Configuration], baseline: Config
 
     curves: list[Block] = []
     shown = top + ([baseline] if baseline is not None and baseline not in top else [])
-    if plot_val_curves(shown, palette, records, "step", out / "val-vs-step.png"):
+    names = {id(c): _short(f"{c.label}: {settings_text(c, params, baseline)}") for c in shown}
+    if plot_val_curves(shown, palette, records, "step", out / "val-vs-step.png", names):
         curves.append(Image("val-vs-step.png", "Val loss vs step, top configurations and the baseline (black)."))
-    if plot_val_curves(shown, palette, records, "seconds", out / "val-vs-seconds.png"):
+    if plot_val_curves(shown, palette, records, "seconds", out / "val-vs-seconds.png", names):
         curves.append(Image("val-vs-seconds.png", "Val loss vs wall seconds (mean elapsed time at each evaluation)."))
     best = order[0].best_run() if order else None
     if best is not None and plot_train_val(best, records, out / "train-vs-val.png"):
@@ -1000,13 +1024,13 @@ FIGURE_FILES = ("val-vs-step.png", "val-vs-seconds.png", "train-vs-val.png", "pa
 
 def write_report(records: Records, baseline_arg: str | None, top_n: int, out: Path) -> Path:
     """Build the report of these records into out/; return the path of report.html."""
+    configs = group(records.runs)
+    baseline, how = find_baseline(baseline_arg, configs, records)  # may raise UsageError: before anything is written
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out} is a file: pass a directory for the report")
     out.mkdir(parents=True, exist_ok=True)
     for name in FIGURE_FILES:  # a figure left from an earlier report must not pass for this one's
         (out / name).unlink(missing_ok=True)
-    configs = group(records.runs)
-    baseline, how = find_baseline(baseline_arg, configs, records)
     if len(records.runs) == 1 and not records.sweeps and baseline_arg is None:
         title, sections = f"microgpt report: run {records.runs[0].name}", run_report(records, configs, out)
     else:
