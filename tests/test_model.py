@@ -62,6 +62,7 @@ OPTIONS = [
     {"final_norm": True, "embed_norm": False},
     {"tie_weights": True},
     {"init": "scaled"},
+    {"qk_norm": True},
 ]
 
 

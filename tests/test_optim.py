@@ -29,6 +29,45 @@ def test_schedules_start_at_lr_and_end_at_min_lr():
     assert {lr_at(s, const) for s in range(100)} == {0.03}
 
 
+def test_wsd_holds_then_decays():
+    cfg = TrainConfig(steps=100, lr=0.01, min_lr=0.001, schedule="wsd", decay_frac=0.2, warmup_steps=10)
+    assert lr_at(5, cfg) == pytest.approx(0.006)
+    assert [lr_at(s, cfg) for s in (10, 50, 82)] == pytest.approx([0.01, 0.01, 0.01])
+    assert lr_at(91, cfg) == pytest.approx(0.01 - 0.009 * 0.5)
+    assert lr_at(100, cfg) == pytest.approx(0.001)
+
+
+def test_orthogonalise_gives_near_orthogonal_updates():
+    from microgpt.optim import orthogonalise
+
+    g = torch.randn(16, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    s = torch.linalg.svdvals(orthogonalise(g))
+    assert s.min() > 0.5 and s.max() < 1.3  # Newton-Schulz with these coefficients lands near 1, not exactly on it
+    tall = orthogonalise(g.T)
+    assert tall.shape == (64, 16)
+
+
+def test_muon_updates_hidden_matrices_with_orthogonal_steps_and_the_rest_with_adamw():
+    from microgpt.optim import hidden_matrices
+
+    cfg = TrainConfig(optimizer="muon", lr=0.1, muon_lr=0.05)
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_embd=8, n_head=2, vocab_size=5, block_size=4))
+    opt = build_optimizer(model, cfg)
+    assert {g["muon"] for g in opt.param_groups} == {True, False}
+    muon_ids = {id(p) for p in hidden_matrices(model)}
+    assert id(model.wte.weight) not in muon_ids and id(model.blocks[0].mlp.c_fc.weight) in muon_ids
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    opt.step()
+    delta_emb = model.wte.weight.detach() - before["wte.weight"]
+    assert torch.allclose(delta_emb.abs(), torch.full_like(delta_emb, 0.1), rtol=1e-4)  # Adam's first step: lr * sign
+    delta_fc = model.blocks[0].mlp.c_fc.weight.detach() - before["blocks.0.mlp.c_fc.weight"]
+    s = torch.linalg.svdvals(delta_fc / (0.05 * (32 / 8) ** 0.5))
+    assert s.max() < 1.3 and s.min() > 0.5
+
+
 def test_warmup_ramps_then_hands_over():
     cfg = TrainConfig(steps=110, lr=0.01, warmup_steps=10, schedule="linear")
     assert lr_at(0, cfg) == pytest.approx(0.001)

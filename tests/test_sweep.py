@@ -190,30 +190,60 @@ def run_cli_sweep(tmp_path, names_path, *extra, **popen):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
+def running_trial(journal: Path, name: str):
+    """A run in flight, read from the sweep's journal the way a second process would."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    if not journal.is_file():
+        return None
+    try:
+        study = optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal))))
+    except KeyError:
+        return None
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    running = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING and "pid" in t.user_attrs]
+    return running[0] if done and running else None
+
+
 @pytest.mark.slow
-def test_killed_sweep_resumes_without_losing_or_repeating_runs(tmp_path, names_path):
-    args = ["--grid", "lr=0.002,0.004,0.006,0.008,0.01,0.012", "-s", "300", "--eval-every", "100",
+def test_killed_worker_run_is_failed_and_redone_on_rerun(tmp_path, names_path):
+    args = ["--grid", "lr=0.002,0.004,0.006,0.008,0.01,0.012", "-s", "400", "--eval-every", "100",
             "--workers", "2", "--name", "k", "--samples", "0"]
-    proc = run_cli_sweep(tmp_path, names_path, *args, start_new_session=True)
-    results = tmp_path / "k" / "results.csv"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (results.is_file() and len(read_csv(results)) >= 2):
+    proc = run_cli_sweep(tmp_path, names_path, *args)
+    victim, deadline = None, time.time() + 120
+    while victim is None and time.time() < deadline:
+        victim = running_trial(tmp_path / "k" / "journal.log", "k")
         time.sleep(0.1)
-    time.sleep(0.3)  # into the next runs
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole sweep, workers included, as a crash would
-    proc.wait()
+    assert victim is not None, "no run was ever in flight"
+    os.kill(victim.user_attrs["pid"], signal.SIGKILL)  # one worker dies mid-run; the other finishes the grid
+    out, _ = proc.communicate(timeout=300)
+    assert "exited abnormally" in out
+    results = tmp_path / "k" / "results.csv"
     done_before = {r["run"] for r in read_csv(results) if r["state"] == "complete"}
-    assert 2 <= len(done_before) < 6
+    assert len(done_before) == 5  # the killed run is the one missing
+
     again = run_cli_sweep(tmp_path, names_path, *args)
     out, _ = again.communicate(timeout=300)
-    assert again.returncode == 0, out
+    assert again.returncode == 0 and "1 run(s) left running by a dead worker" in out, out
     rows = read_csv(results)
     complete = [r for r in rows if r["state"] == "complete"]
     assert sorted(r["lr"] for r in complete) == ["0.002", "0.004", "0.006", "0.008", "0.01", "0.012"]
-    assert done_before <= {r["run"] for r in complete}  # finished runs were kept, not rerun
+    assert done_before < {r["run"] for r in complete}  # finished runs were kept, not rerun
     failed = [r for r in rows if r["state"] == "failed"]
-    assert all("died mid-run" in r["error"] for r in failed)
-    assert "marked failed and queued again" in out or not failed
+    assert [int(r["trial"]) for r in failed] == [victim.number] and "died mid-run" in failed[0]["error"]
+
+
+def test_refine_from_the_command_line(tmp_path, capsys, names_data, names_path):
+    _, sweep_dir, _ = in_process(tmp_path, names_data, {
+        "name": "base", "base": FAST, "grid": {"lr": [0.003, 0.01, 0.03], "n_embd": [8, 16]}})
+    code, out, err = cli(capsys, "sweep", "--refine", str(sweep_dir), "--top", "2", "--trials", "2",
+                         "--data", str(names_path), "--out-dir", str(tmp_path), "--workers", "1")
+    assert code == 0, err
+    assert (tmp_path / "base-refine.toml").is_file() and "refined around the top 2" in out
+    rows = read_csv(tmp_path / "base-refine" / "results.csv")
+    assert len(rows) == 2 and all(r["state"] in ("complete", "pruned") for r in rows)
 
 
 @pytest.mark.slow

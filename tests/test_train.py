@@ -102,3 +102,20 @@ def test_checkpoint_round_trip(tmp_path, tiny_data):
 
 def test_tiers():
     assert [tier_of(x) for x in (1.85, 1.9, 1.95, 2.1, 2.2, None, float("nan"))] == [1, 2, 2, 3, None, None, None]
+
+
+def test_ema_weights_are_what_gets_evaluated(tiny_data):
+    from microgpt.data import eval_batches
+    from microgpt.train import evaluate
+
+    cfg = TrainConfig(steps=40, batch_size=4, lr=0.05, eval_every=40, ema=0.9)
+    model, r = train(TINY_MODEL, cfg, tiny_data)
+    _, plain = train(TINY_MODEL, TrainConfig(steps=40, batch_size=4, lr=0.05, eval_every=40), tiny_data)
+    assert r.best_val != plain.best_val
+    assert evaluate(model, eval_batches(tiny_data.val, tiny_data.tokenizer)) == pytest.approx(r.best_val, abs=1e-6)
+
+
+def test_muon_trains(names_data):
+    _, r = train(ModelConfig(n_embd=32, n_layer=2), TrainConfig(steps=150, batch_size=8, optimizer="muon", lr=0.01,
+                                                                muon_lr=0.02, eval_every=150), names_data)
+    assert r.state == "complete" and r.val_loss < 2.6

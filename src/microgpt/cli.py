@@ -23,7 +23,7 @@ RUN_FLAGS = (
     "momentum", "nesterov", "weight_decay", "decay_all", "grad_clip", "eval_every", "patience", "target", "seed",
     "split_seed", "dtype", "parity", "log_every", "samples", "temperature",
     "n_embd", "n_layer", "n_head", "block_size", "dropout", "norm", "embed_norm", "final_norm", "activation",
-    "tie_weights", "residual", "init", "init_std",
+    "tie_weights", "residual", "init", "init_std", "qk_norm", "decay_frac", "muon_lr", "ema",
 )
 
 
@@ -55,6 +55,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--activation", choices=ACTIVATIONS, help="MLP activation (default relu)")
     g.add_argument("--tie-weights", action=bool_flag, help="share wte with lm_head (default off)")
     g.add_argument("--residual", action=bool_flag, help="residual connections (default on)")
+    g.add_argument("--qk-norm", action=bool_flag, help="RMS-normalise queries and keys per head (default off)")
     g.add_argument("--init", choices=INITS, help="microgpt: N(0, --init-std); scaled: nanoGPT's 0.02 with scaled projections")
     g.add_argument("--init-std", type=float, help="std of the microgpt init (default 0.08)")
     g = p.add_argument_group("training")
@@ -64,7 +65,10 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-lr", type=float, help="learning rate the decay ends at (default 0)")
     g.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default linear, microgpt)")
     g.add_argument("--warmup-steps", type=int, help="linear warmup steps before the schedule (default 0)")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam (betas 0.85/0.99, eps 1e-8, microgpt)")
+    g.add_argument("--decay-frac", type=float, help="wsd: share of steps at the end spent decaying (default 0.2)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="default adam (betas 0.85/0.99, eps 1e-8, microgpt); muon: Muon on hidden matrices + AdamW")
+    g.add_argument("--muon-lr", type=float, help="muon: peak lr of the matrix updates (default 0.02)")
     g.add_argument("--beta1", type=float, help="Adam/AdamW beta1 (default 0.85)")
     g.add_argument("--beta2", type=float, help="Adam/AdamW beta2, RMSprop alpha (default 0.99)")
     g.add_argument("--eps", type=float, help="Adam/AdamW/RMSprop epsilon (default 1e-8)")
@@ -73,6 +77,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float, help="decoupled for adamw, L2 otherwise (default 0)")
     g.add_argument("--decay-all", action=bool_flag, help="decay embeddings and norm gains too (default: matrices only)")
     g.add_argument("--grad-clip", type=float, help="clip the global grad norm to this; 0 = off (default 0)")
+    g.add_argument("--ema", type=float, help="evaluate an EMA of the weights with this decay, e.g. 0.999; 0 = off")
     g.add_argument("--dtype", choices=DTYPES, help="default float32 (float64 with --preset microgpt)")
     g.add_argument("--seed", type=int, help="init, dropout and batch-order seed (default 1337; 42 for microgpt)")
     g.add_argument("--parity", action=bool_flag,
@@ -128,6 +133,10 @@ def build_parser() -> Parser:
     p.add_argument("sweep_dir", metavar="SWEEP_DIR")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
+
+    from . import report
+
+    report.register(sub)
 
     p = sub.add_parser("sample", help="generate names from a trained run",
                        description="Generate names from a run's model.pt; tag each new / in train / in val-test.")
@@ -310,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_sweep(args)
         if args.command == "dashboard":
             return cmd_dashboard(args)
+        if args.command == "report":
+            from . import report
+
+            return report.run(args)
         return cmd_sample(args)
     except UsageError as err:
         sys.stderr.write(f"microgpt: error: {err}\n")

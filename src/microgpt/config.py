@@ -12,8 +12,8 @@ from typing import Any
 NORMS = ("rmsnorm", "rmsnorm_gain", "layernorm")
 ACTIVATIONS = ("relu", "gelu", "relu2")
 INITS = ("microgpt", "scaled")
-OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
-SCHEDULES = ("constant", "linear", "cosine", "exponential")
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "muon")
+SCHEDULES = ("constant", "linear", "cosine", "exponential", "wsd")
 DTYPES = ("float32", "float64")
 
 
@@ -35,6 +35,7 @@ class ModelConfig:
     activation: str = "relu"      # MLP non-linearity: relu (microgpt) | gelu | relu2 (squared ReLU)
     tie_weights: bool = False     # lm_head shares wte's matrix (microgpt: untied)
     residual: bool = True         # x + f(x) around attention and MLP; off means x = f(x)
+    qk_norm: bool = False         # RMS-normalise queries and keys per head before attention (no gain)
     init: str = "microgpt"        # microgpt: every matrix N(0, init_std); scaled: nanoGPT's N(0, 0.02), projections / sqrt(2 n_layer)
     init_std: float = 0.08        # std of the microgpt init
 
@@ -63,9 +64,11 @@ class TrainConfig:
     batch_size: int = 1           # names per step (microgpt: 1)
     lr: float = 0.01              # peak learning rate
     min_lr: float = 0.0           # where linear/cosine/exponential decay ends, at the last step
-    schedule: str = "linear"      # constant | linear (microgpt) | cosine | exponential
+    schedule: str = "linear"      # constant | linear (microgpt) | cosine | exponential | wsd (warmup-stable-decay)
+    decay_frac: float = 0.2       # wsd: the share of steps at the end spent decaying linearly to min_lr
     warmup_steps: int = 0         # linear ramp from ~0 to lr before the schedule starts
-    optimizer: str = "adam"       # adam | adamw (decoupled decay) | rmsprop | sgd
+    optimizer: str = "adam"       # adam | adamw (decoupled decay) | rmsprop | sgd | muon (hidden matrices; AdamW for the rest)
+    muon_lr: float = 0.02         # muon: peak lr of the orthogonalised matrix updates (scheduled like lr)
     beta1: float = 0.85           # Adam/AdamW first-moment decay (microgpt 0.85); RMSprop ignores it
     beta2: float = 0.99           # Adam/AdamW second moment, RMSprop's alpha (microgpt 0.99)
     eps: float = 1e-8             # Adam/AdamW/RMSprop denominator guard
@@ -74,6 +77,7 @@ class TrainConfig:
     weight_decay: float = 0.0     # decoupled for adamw, L2 for the others
     decay_all: bool = False       # also decay embeddings and norm gains (default: matrices of Linear layers only)
     grad_clip: float = 0.0        # clip the global gradient norm to this; 0 = off
+    ema: float = 0.0              # evaluate and keep an exponential moving average of the weights with this decay; 0 = off
     eval_every: int = 200         # steps between val evaluations (and one at the end)
     patience: int = 0             # stop after this many evaluations without a new best val; 0 = never
     target: float = 1.9           # val loss whose first crossing is timed (steps and seconds)
@@ -108,6 +112,12 @@ class TrainConfig:
             value = getattr(self, name)
             if not 0 <= value < 1:
                 raise UsageError(f"{name} must be in [0, 1), got {value!r}")
+        if not 0 < self.decay_frac <= 1:
+            raise UsageError(f"decay_frac must be in (0, 1], got {self.decay_frac!r}")
+        if not 0 <= self.ema < 1:
+            raise UsageError(f"ema must be in [0, 1), got {self.ema!r}")
+        if not self.muon_lr > 0:
+            raise UsageError(f"muon_lr must be positive, got {self.muon_lr!r}")
         if not 0 <= self.momentum < 1:
             raise UsageError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):

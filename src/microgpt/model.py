@@ -37,6 +37,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_head = cfg.n_head
+        self.qk_norm = cfg.qk_norm
         self.dropout = cfg.dropout
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)  # rows: microgpt's wq, wk, wv stacked
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)      # microgpt's wo
@@ -48,6 +49,9 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if self.qk_norm:  # bounded attention logits: |q.k| / sqrt(hs) <= sqrt(hs)
+            q = F.rms_norm(q, (q.size(-1),), eps=NORM_EPS)
+            k = F.rms_norm(k, (k.size(-1),), eps=NORM_EPS)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=self.dropout if self.training else 0.0
         )  # scale 1/sqrt(hs), as microgpt

@@ -19,7 +19,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
        (one past the last update, microgpt's convention: lr_t = lr * (1 - step / steps)), and
        linear      = min_lr + (lr - min_lr) * (1 - p),
        cosine      = min_lr + (lr - min_lr) * (1 + cos(pi p)) / 2,
-       exponential = lr * (min_lr / lr) ** p.
+       exponential = lr * (min_lr / lr) ** p;
+    4) wsd (warmup-stable-decay): lr until the last decay_frac of the steps, then linear to min_lr.
     """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -32,6 +33,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * p))
     if cfg.schedule == "exponential":
         return cfg.lr * (cfg.min_lr / cfg.lr) ** p
+    if cfg.schedule == "wsd":
+        q = min(1.0, max(0.0, (p - (1.0 - cfg.decay_frac)) / cfg.decay_frac))
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * (1.0 - q)
     raise AssertionError(f"unvalidated schedule {cfg.schedule!r}")
 
 
@@ -47,7 +51,32 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer cfg names, over param_groups(model, cfg); lr is set per step from lr_at."""
+    """The optimizer cfg names, over param_groups(model, cfg). Each group keeps its peak lr as group["peak_lr"];
+    the training loop scales it by lr_at(step) / cfg.lr every step."""
+    optimizer = _build(model, cfg)
+    for group in optimizer.param_groups:
+        group["peak_lr"] = group["lr"]
+    return optimizer
+
+
+def hidden_matrices(model: nn.Module) -> list[torch.Tensor]:
+    """The 2-D weights inside the blocks (attention and MLP): what Muon updates. Embeddings and the head are not."""
+    blocks = getattr(model, "blocks", [])
+    return [m.weight for block in blocks for m in block.modules() if isinstance(m, nn.Linear)]
+
+
+def _build(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "muon":
+        muon_ids = {id(p) for p in hidden_matrices(model)}
+        groups = []
+        for g in param_groups(model, cfg):
+            muon = [p for p in g["params"] if id(p) in muon_ids]
+            rest = [p for p in g["params"] if id(p) not in muon_ids]
+            if muon:
+                groups.append({"params": muon, "weight_decay": g["weight_decay"], "muon": True, "lr": cfg.muon_lr})
+            if rest:
+                groups.append({"params": rest, "weight_decay": g["weight_decay"], "muon": False, "lr": cfg.lr})
+        return MuonWithAdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, momentum=0.95)
     groups = param_groups(model, cfg)
     # foreach: one kernel per op over all tensors; for a few dozen tiny tensors it is the fast path on CPU and CUDA.
     if cfg.optimizer == "adam":
@@ -60,3 +89,62 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=True)
     raise AssertionError(f"unvalidated optimizer {cfg.optimizer!r}")
 
+
+
+# Quintic Newton-Schulz coefficients for orthogonalising a matrix in a few iterations, as published with Muon
+# (K. Jordan et al., 2024, "Muon: an optimizer for hidden layers in neural networks").
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def orthogonalise(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Approximately U V^T of g's SVD, by Newton-Schulz iterations in float32 (bf16 is far slower on CPUs)."""
+    a, b, c = NS_COEFFICIENTS
+    x = g.float()
+    transposed = x.size(0) > x.size(1)
+    if transposed:
+        x = x.T
+    x = x / (x.norm() + 1e-7)
+    for _ in range(steps):
+        A = x @ x.T
+        x = a * x + (b * A + c * A @ A) @ x
+    return (x.T if transposed else x).to(g.dtype)
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """Muon for groups with muon=True (Nesterov momentum, then the update orthogonalised and scaled by
+    sqrt(max(1, rows / cols))); AdamW with bias correction for the others. Decoupled weight decay in both."""
+
+    def __init__(self, params, lr: float, betas=(0.9, 0.99), eps: float = 1e-8, momentum: float = 0.95, ns_steps: int = 5):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "momentum": momentum, "ns_steps": ns_steps,
+                                  "weight_decay": 0.0, "muon": False})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            lr, wd = group["lr"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if wd:
+                    p.mul_(1.0 - lr * wd)
+                if group["muon"]:
+                    buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
+                    buf.mul_(group["momentum"]).add_(p.grad)
+                    update = p.grad.add(buf, alpha=group["momentum"])  # Nesterov
+                    update = orthogonalise(update, group["ns_steps"])
+                    p.add_(update, alpha=-lr * max(1.0, p.size(0) / p.size(1)) ** 0.5)
+                    continue
+                beta1, beta2 = group["betas"]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                state["exp_avg"].lerp_(p.grad, 1.0 - beta1)
+                state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
+                bias1 = 1.0 - beta1 ** state["step"]
+                bias2 = 1.0 - beta2 ** state["step"]
+                denom = (state["exp_avg_sq"] / bias2).sqrt_().add_(group["eps"])
+                p.addcdiv_(state["exp_avg"], denom, value=-lr / bias1)
+        return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -44,6 +45,36 @@ def evaluate(model: GPT, batches: list[Batch]) -> float:
         count += b.n_tokens
     model.train(was_training)
     return total / count
+
+
+class WeightAverage:
+    """An exponential moving average of the parameters, the weights every evaluation sees when enabled.
+
+    Its decay ramps up as min(decay, (1 + step) / (10 + step)) so the average is not dominated by the initial weights.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.params = [p.detach().clone() for p in model.parameters()]
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.params, [p.detach() for p in model.parameters()], 1.0 - d)
+
+    @contextlib.contextmanager
+    def applied(self, model: torch.nn.Module):
+        """Swap the averaged weights into model for the duration, then restore the live ones."""
+        live = [p.detach().clone() for p in model.parameters()]
+        with torch.no_grad():
+            for p, a in zip(model.parameters(), self.params):
+                p.copy_(a)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, v in zip(model.parameters(), live):
+                    p.copy_(v)
 
 
 @dataclass
@@ -114,6 +145,7 @@ def train(
     model.to(device)
     model.train()
     optimizer = build_optimizer(model, cfg)
+    ema = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
     val_batches = [b.to(device) for b in data.eval_batches("val")]
 
     say = log or (lambda line: None)
@@ -139,7 +171,7 @@ def train(
     for step in steps:
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr if group["peak_lr"] == cfg.lr else group["peak_lr"] * lr / cfg.lr
         batch = sampler.next().to(device)
         _, loss = model(batch.idx, batch.targets, batch.pos, batch.mask)
         loss_value = loss.item()  # the loss before this step's update, as microgpt prints it
@@ -154,6 +186,8 @@ def train(
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
         optimizer.step()
+        if ema is not None:
+            ema.update(model, step)
         tokens += batch.n_tokens
         interval_losses.append(loss_value)
         done = step + 1
@@ -163,7 +197,10 @@ def train(
         stop = False
         if done % cfg.eval_every == 0 or done == cfg.steps:
             e0 = time.perf_counter()
-            val = evaluate(model, val_batches)
+            with ema.applied(model) if ema is not None else contextlib.nullcontext():
+                val = evaluate(model, val_batches)
+                if math.isfinite(val) and (best_val is None or val < best_val):
+                    best_state = copy.deepcopy(model.state_dict())
             interval_eval += time.perf_counter() - e0
             eval_seconds += time.perf_counter() - e0
             row["val_loss"] = val
@@ -173,7 +210,6 @@ def train(
                 stop = True
             elif best_val is None or val < best_val:
                 best_val, best_step, evals_since_best = val, done, 0
-                best_state = copy.deepcopy(model.state_dict())
             else:
                 evals_since_best += 1
             if steps_to_target is None and math.isfinite(val) and val < cfg.target:
