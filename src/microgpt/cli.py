@@ -134,9 +134,10 @@ def build_parser() -> Parser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
 
-    from . import report
+    from . import ngram, report
 
     report.register(sub)
+    ngram.register(sub)
 
     p = sub.add_parser("sample", help="generate names from a trained run",
                        description="Generate names from a run's model.pt; tag each new / in train / in val-test.")
@@ -323,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
             from . import report
 
             return report.run(args)
+        if args.command == "ngram":
+            from . import ngram
+
+            return ngram.run(args)
         return cmd_sample(args)
     except UsageError as err:
         sys.stderr.write(f"microgpt: error: {err}\n")
