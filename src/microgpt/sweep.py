@@ -518,9 +518,13 @@ def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_pa
     return counts
 
 
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def run_line(row: dict, plan: Plan) -> str:
     """One console line for a finished run."""
-    settings = " ".join(f"{k}={row.get(k, '')}" for k in plan.swept)
+    settings = " ".join(f"{k}={_short(row.get(k, ''))}" for k in plan.swept)
     fmt = lambda x: "   -  " if x in ("", None) else f"{x:.4f}"  # noqa: E731
     secs = row.get("wall_seconds")
     tail = f" | {row['error'][:80]}" if row["state"] in ("invalid", "failed", "diverged") and row.get("error") else ""
