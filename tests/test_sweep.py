@@ -150,6 +150,18 @@ def test_tpe_with_asha_prunes_and_spends_fewer_steps_than_grid(tmp_path, names_d
     assert steps(tpe_rows) < steps(grid_rows) == 12 * 60
 
 
+@pytest.mark.parametrize("mode", ["random", "tpe"])
+def test_parallel_workers_draw_different_configurations(tmp_path, mode):
+    from microgpt.sweep import claim
+
+    plan = plan_from_dict({"name": "w", "mode": mode, "trials": 6, "base": FAST,
+                           "space": {"lr": "1e-4:1e-1:log", "dropout": "0.0:0.5"}})
+    sweep_dir, url = prepare(plan, tmp_path, None)
+    workers = [load_study(plan, url) for _ in range(3)]  # as three worker processes each open the study
+    drawn = [claim(study, plan, sweep_dir, url, {})[1] for study in workers]
+    assert len({(p["lr"], p["dropout"]) for p in drawn}) == 3
+
+
 def test_seeds_of_a_tpe_configuration_share_it(tmp_path, names_data):
     _, sweep_dir, _ = in_process(tmp_path, names_data, {
         "name": "s", "mode": "random", "trials": 2, "seeds": [5, 6], "base": FAST,

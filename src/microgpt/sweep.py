@@ -122,13 +122,21 @@ def _pg_lock(url: str, name: str) -> Iterator[None]:
             conn.commit()
 
 
-def make_sampler(plan: Plan):
+def make_sampler(plan: Plan, seed: int | None = None):
+    """The plan's sampler. Each worker process needs its own seed: with one shared seed every worker draws the same
+    random start-up points (a 14-worker search once ran one configuration 14 times)."""
     import optuna
 
     if plan.mode == "tpe":
         # constant_liar: parallel workers do not all sample the same promising point while runs are in flight
-        return optuna.samplers.TPESampler(seed=plan.seeds[0], constant_liar=True, n_startup_trials=min(10, max(2, (plan.trials or 10) // 4)))
-    return optuna.samplers.RandomSampler(seed=plan.seeds[0])
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True,
+                                          n_startup_trials=min(10, max(2, (plan.trials or 10) // 4)))
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def worker_seed() -> int:
+    """A sampler seed unique to this process and moment (a resumed sweep must not redraw its earlier points)."""
+    return (os.getpid() * 1_000_003 + time.time_ns()) % 2**32
 
 
 def make_pruner(plan: Plan, base_train: TrainConfig):
@@ -145,7 +153,7 @@ def make_pruner(plan: Plan, base_train: TrainConfig):
     return optuna.pruners.NopPruner()
 
 
-def load_study(plan: Plan, url: str, base_train: TrainConfig | None = None):
+def load_study(plan: Plan, url: str, base_train: TrainConfig | None = None, seed: int | None = None):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -155,7 +163,7 @@ def load_study(plan: Plan, url: str, base_train: TrainConfig | None = None):
         except UsageError:  # the base alone may be incomplete (e.g. its points supply a valid n_head)
             base_train = TrainConfig()
     return optuna.create_study(
-        study_name=plan.name, storage=open_storage(url), sampler=make_sampler(plan),
+        study_name=plan.name, storage=open_storage(url), sampler=make_sampler(plan, worker_seed() if seed is None else seed),
         pruner=make_pruner(plan, base_train), direction="minimize", load_if_exists=True,
     )
 
