@@ -4,6 +4,7 @@ sets thread counts and makes run directories."""
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 from pathlib import Path
@@ -332,3 +333,6 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         sys.stderr.write(f"microgpt: error: {err}\n")
         return 2
+    except BrokenPipeError:  # `microgpt ... | head`: the reader left; everything was already written
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
