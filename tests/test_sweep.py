@@ -186,7 +186,7 @@ def test_export_regenerates_results(tmp_path, capsys, names_data, names_path):
 
 def test_refine_narrows_around_the_best(tmp_path, names_data):
     _, sweep_dir, _ = in_process(tmp_path, names_data, {
-        "name": "r", "base": FAST, "grid": {"lr": [0.001, 0.01, 0.1], "activation": ["relu", "gelu"]}})
+        "name": "r", "base": FAST, "grid": {"lr": [0.001, 0.01, 0.1], "activation": ["relu", "gelu"], "n_embd": [8, 16]}})
     plan = refine_plan(sweep_dir, top=2, trials=4)
     assert plan.mode == "tpe" and plan.trials == 4 and plan.name == "r-refine"
     dims = {d.name: d for d in plan.space}
@@ -194,6 +194,8 @@ def test_refine_narrows_around_the_best(tmp_path, names_data):
     best = sorted(rows, key=lambda r: float(r["val_loss"]))[:2]
     lrs = [float(r["lr"]) for r in best]
     assert "lr" in dims and dims["lr"].low <= min(lrs) and dims["lr"].high >= max(lrs)
+    plan2 = refine_plan(sweep_dir, top=12, trials=4)  # every width of the grid: the refined widths keep its spacing
+    assert {d.name: d for d in plan2.space}["n_embd"].choices == (8, 16, 24)
     assert dims["lr"].high / dims["lr"].low < 0.1 / 0.001  # narrower than the original range
 
 

@@ -572,10 +572,10 @@ def refine_plan(sweep_dir: Path, top: int, trials: int | None = None, name: str 
                 if name_ == "dropout":
                     hi = min(hi, 0.9)
                 space[name_] = f"{lo:g}:{hi:g}" + (":log" if log and lo > 0 else "")
-            else:
+            else:  # widths and counts keep the grid's spacing (so 8 and 16 refine to 8, 16, 24, not to 9 or 13)
                 step = math.gcd(*[int(v) for v in values]) if len(values) > 1 else max(1, int(lo) // 2)
-                lo_i, hi_i = max(1, int(lo) - step), int(hi) + step
-                space[name_] = f"{lo_i}:{hi_i}"
+                lo_i, hi_i = max(step, int(lo) - step), int(hi) + step
+                space[name_] = f"{lo_i}:{hi_i}" if step == 1 else list(range(lo_i, hi_i + 1, step))
         elif len(values) == 1:
             base[name_] = values[0]
         else:
