@@ -435,3 +435,15 @@ def test_default_baseline_is_the_plans_unchanged_point():
     assert baseline.label == "a" and "base point of plan plan" in how
     grid = [_config(f"{e}-{lr}", n_embd=e, lr=lr) for e in (16, 64) for lr in (0.01, 0.02)]
     assert report.find_baseline(None, grid, records)[0] is None  # lr is open in base and ties: no baseline
+
+
+def test_a_repeated_seed_counts_once(tmp_path):
+    runs = tmp_path / "runs"
+    run_dir_records(runs / "a-s0", BASE, 0, 2.30)
+    run_dir_records(runs / "a-s0-again", BASE, 0, 2.30)  # the same configuration and seed, run twice
+    run_dir_records(runs / "a-s1", BASE, 1, 2.34)
+    out = tmp_path / "out"
+    assert run_report(str(runs), "-o", str(out)) == 0
+    summary = list(csv.DictReader((out / "summary.csv").open()))
+    assert summary[0]["runs"] == "2" and float(summary[0]["test_loss_mean"]) == pytest.approx(2.32)
+    assert "repeats seed 0" in (out / "report.md").read_text()

@@ -133,7 +133,25 @@ def load(paths: list[str]) -> Records:
                              "config.json or summary.json (a run), or directories holding them")
         for child, kind in inner:
             _read(child, kind, records)
+    _drop_repeats(records)
     return records
+
+
+def _drop_repeats(records: Records) -> None:
+    """Keep one complete run per (configuration, seed) within one sweep or folder: a repeat of the same seed is not
+    a new sample, and counting it would shrink every interval. Repeats go to records.skipped."""
+    kept: dict[tuple[str, str, int], Run] = {}
+    runs = []
+    for run in records.runs:
+        if run.state == "complete" and run.seed is not None:
+            key = (run.source, _key(run), run.seed)
+            if key in kept:
+                records.skip(f"{run.source}: run {run.name}",
+                             f"repeats seed {run.seed} of the configuration of run {kept[key].name}: counted once")
+                continue
+            kept[key] = run
+        runs.append(run)
+    records.runs = runs
 
 
 def _kind(path: Path) -> str | None:
