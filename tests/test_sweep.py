@@ -246,7 +246,8 @@ def test_killed_worker_run_is_failed_and_redone_on_rerun(tmp_path, names_path):
     assert sorted(r["lr"] for r in complete) == ["0.002", "0.004", "0.006", "0.008", "0.01", "0.012"]
     assert done_before < {r["run"] for r in complete}  # finished runs were kept, not rerun
     failed = [r for r in rows if r["state"] == "failed"]
-    assert [int(r["trial"]) for r in failed] == [victim.number] and "died mid-run" in failed[0]["error"]
+    # the victim's worker may have moved on to its next run between our read and the kill: that run is the failed one
+    assert len(failed) == 1 and int(failed[0]["trial"]) >= victim.number and "died mid-run" in failed[0]["error"]
 
 
 def test_refine_from_the_command_line(tmp_path, capsys, names_data, names_path):
