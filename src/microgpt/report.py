@@ -580,12 +580,21 @@ def plot_val_curves(shown: list[Configuration], palette: dict[int, str], records
         ax.set_xlabel("step" if x == "step" else "seconds (wall, since the run started)")
         ax.set_ylabel(f"val {LOSS_AXIS}")
         ax.set_title(f"Val loss vs {'step' if x == 'step' else 'seconds'}: mean over seeds, band = min to max")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        _finish(ax)
+        _save(fig, path)
     plt.close(fig)
     return drawn
+
+
+def _finish(ax) -> None:
+    """The look every line plot of the report shares: a light grid and a small legend."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -619,10 +628,8 @@ def plot_train_val(run: Run, records: Records, path: Path) -> bool:
     ax.set_xlabel("step")
     ax.set_ylabel(LOSS_AXIS)
     ax.set_title(f"Train vs val, run {run.name}: val rising while train falls is overfitting")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _finish(ax)
+    _save(fig, path)
     plt.close(fig)
     return True
 
@@ -667,8 +674,7 @@ def plot_param_effects(params: list[str], configs: list[Configuration], palette:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.suptitle("Each parameter's effect on val loss (coloured: the top configurations and the baseline)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     return list(series)
 
