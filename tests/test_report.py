@@ -447,3 +447,41 @@ def test_a_repeated_seed_counts_once(tmp_path):
     summary = list(csv.DictReader((out / "summary.csv").open()))
     assert summary[0]["runs"] == "2" and float(summary[0]["test_loss_mean"]) == pytest.approx(2.32)
     assert "repeats seed 0" in (out / "report.md").read_text()
+
+
+def test_ablation_rows_on_val(sweep_report):
+    _, out = sweep_report
+    md = (out / "report.md").read_text()
+    assert "## Ablations" in md
+    section = md.split("## Ablations", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split(" | ")[1]: line for line in section.splitlines() if " → " in line}
+    val = lambda tests: [t - 0.02 for t in tests]  # noqa: E731  (run_dir_records: val = test - 0.02)
+    wide = rows["wide"]
+    p = sps.ttest_ind(val(SWEEP["base"][1]), val(SWEEP["wide"][1]), equal_var=False).pvalue
+    assert "n_embd 16 → 64" in wide and "-0.7200" in wide and f"{p:.3g}" in wide and wide.endswith("| helps (lower val) |")
+    assert rows["b16"].endswith("| hurts (higher val) |") and "+0.1000" in rows["b16"]
+    assert rows["lr2"].endswith("| no significant difference |")
+    assert rows["ctx"].endswith(f"| {stats.NO_STATS} |")
+    order = [line.split(" | ")[1] for line in section.splitlines() if " → " in line]
+    assert order[0] == "wide" and order[-1] == "b16"  # best val first
+
+
+def test_ablations_plan_changes_one_technique_per_point():
+    plan = tomllib.loads((REPO / "plans" / "ablations.toml").read_text())
+    assert plan["mode"] == "grid" and plan["seeds"] >= 3 and plan["preset"] == "best"
+    base_model, base_train = resolve(plan["base"], plan["preset"])
+    base = {**to_dict(base_model), **to_dict(base_train)}
+    changes = []
+    for point in plan["points"]:
+        model_cfg, train_cfg = resolve({**plan["base"], **point}, plan["preset"])
+        changed = report.differences(base, {**to_dict(model_cfg), **to_dict(train_cfg)})
+        assert changed == [] or len(changed) == 1 or set(changed) == {"optimizer", "lr"}, (point, changed)
+        changes.append(tuple((k, point[k]) for k in sorted(point) if k in changed))
+    assert changes[0] == ()  # the first point is the recipe itself, the baseline
+    wanted = {("optimizer", "adam"), ("optimizer", "rmsprop"), ("optimizer", "sgd"), ("optimizer", "muon"),
+              ("schedule", "linear"), ("schedule", "exponential"), ("schedule", "wsd"), ("norm", "rmsnorm"),
+              ("norm", "rmsnorm_gain"), ("final_norm", False), ("qk_norm", True), ("residual", False),
+              ("grad_clip", 1.0), ("dropout", 0.0), ("weight_decay", 0.0), ("ema", 0.0), ("noise", 0.05),
+              ("synthetic", 0.25), ("curriculum", 1000)}
+    assert wanted <= {pair for change in changes for pair in change}
+    assert base["schedule"] == "cosine" and base["optimizer"] == "adamw"  # the recipe's own choices are the baseline

@@ -119,3 +119,23 @@ def test_muon_trains(names_data):
     _, r = train(ModelConfig(n_embd=32, n_layer=2), TrainConfig(steps=150, batch_size=8, optimizer="muon", lr=0.01,
                                                                 muon_lr=0.02, eval_every=150), names_data)
     assert r.state == "complete" and r.val_loss < 2.6
+
+
+def test_bf16_autocast_trains_in_bf16_and_evaluates_in_float32(names_data):
+    """Autocast changes the training forward (other batch losses) but not the weights' dtype or the evaluation."""
+    from microgpt.config import resolve
+    from microgpt.train import evaluate
+
+    settings = {"steps": 200, "batch_size": 32, "eval_every": 100, "samples": 0, "n_embd": 32, "n_layer": 2,
+                "lr": 3e-3, "optimizer": "adamw"}
+    results = {}
+    for autocast in ("off", "bfloat16"):
+        model_cfg, cfg = resolve({**settings, "autocast": autocast}, None, 27, 16)
+        model, r = train(model_cfg, cfg, names_data)
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        assert evaluate(model, names_data.eval_batches("val")) == pytest.approx(r.val_loss, abs=1e-6)
+        results[autocast] = r
+    a, b = results["off"], results["bfloat16"]
+    assert a.history[0]["loss"] != b.history[0]["loss"]  # bf16 matmuls give other numbers from the first step
+    assert abs(a.history[0]["loss"] - b.history[0]["loss"]) < 0.05
+    assert abs(a.val_loss - b.val_loss) < 0.05  # and about the same model after 200 steps

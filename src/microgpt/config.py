@@ -15,6 +15,7 @@ INITS = ("microgpt", "scaled")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "muon")
 SCHEDULES = ("constant", "linear", "cosine", "exponential", "wsd")
 DTYPES = ("float32", "float64")
+AUTOCASTS = ("off", "bfloat16")
 
 
 class UsageError(ValueError):
@@ -78,12 +79,18 @@ class TrainConfig:
     decay_all: bool = False       # also decay embeddings and norm gains (default: matrices of Linear layers only)
     grad_clip: float = 0.0        # clip the global gradient norm to this; 0 = off
     ema: float = 0.0              # evaluate and keep an exponential moving average of the weights with this decay; 0 = off
+    noise: float = 0.0            # augmentation: per input character, probability of a substitution or deletion (targets clean)
+    synthetic: float = 0.0        # augmentation: share of each batch's names drawn from a pool of generated names
+    synthetic_from: str = "ngram" # ngram (Kneser-Ney fitted to the train split) | a run directory trained on this split
+    synthetic_order: int = 6      # order of that n-gram
+    curriculum: int = 0           # augmentation: steps over which the name-length cap grows from shortest to longest
     eval_every: int = 200         # steps between val evaluations (and one at the end)
     patience: int = 0             # stop after this many evaluations without a new best val; 0 = never
     target: float = 1.9           # val loss whose first crossing is timed (steps and seconds)
     seed: int = 1337              # model init, dropout, batch order (separate generator)
     split_seed: int = 3407        # PROTOCOL.md's split permutation seed
     dtype: str = "float32"        # parameters and activations
+    autocast: str = "off"         # bfloat16: training forward passes in bf16 autocast (weights, optimizer, evals stay dtype)
     parity: bool = False          # reproduce microgpt.py exactly: Python-RNG init and data order, all names, float64
     log_every: int = 100          # steps between console lines
     samples: int = 20             # names written to samples.txt at the end
@@ -125,11 +132,26 @@ class TrainConfig:
         for name in ("eps", "weight_decay", "grad_clip"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("noise", "synthetic"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UsageError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.synthetic > 0 and round(self.synthetic * self.batch_size) == 0:
+            raise UsageError(f"synthetic {self.synthetic} of batch {self.batch_size} rounds to no synthetic name per "
+                             f"batch: raise --synthetic to at least {0.5 / self.batch_size:.3g}")
+        if not isinstance(self.synthetic_order, int) or self.synthetic_order < 1:
+            raise UsageError(f"synthetic_order must be a positive integer, got {self.synthetic_order!r}")
+        if not isinstance(self.curriculum, int) or not 0 <= self.curriculum <= self.steps:
+            raise UsageError(f"curriculum must be an integer in [0, steps={self.steps}], got {self.curriculum!r}")
+        if self.parity and (self.noise or self.synthetic or self.curriculum):
+            raise UsageError("--parity reproduces microgpt.py's data order; drop --noise/--synthetic/--curriculum")
         if not self.temperature > 0:
             raise UsageError(f"temperature must be positive, got {self.temperature!r}")
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("dtype", self.dtype, DTYPES)
+        _check_choice("autocast", self.autocast, AUTOCASTS)
+        if self.autocast != "off" and (self.parity or self.dtype != "float32"):
+            raise UsageError(f"--autocast {self.autocast} needs float32 weights and no --parity; drop --autocast")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -7,6 +7,7 @@ beyond the tail of a row, and the model sees each name exactly as if it were alo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -156,7 +157,7 @@ class Dataset:
     test: list[str]
     split_seed: int
 
-    @property
+    @functools.cached_property
     def max_len(self) -> int:
         """Characters in the longest example; the context must hold max_len + 1 inputs."""
         return max(len(w) for w in self.words)
@@ -235,12 +236,17 @@ def pack(seqs: list[list[int]], bos: int, width: int | None = None) -> Batch:
     Rows are never narrower than the longest name nor wider than the batch's total, so one name is one unpadded row.
     A width of the dataset's longest name + 1 measured fastest (benchmarks/train_speed.py; BENCHMARKS.md).
     """
-    lengths = [len(s) + 1 for s in seqs]  # inputs per name: BOS + characters
+    return pack_examples([([bos, *s], [*s, bos]) for s in seqs], bos, width)
+
+
+def pack_examples(examples: list[tuple[list[int], list[int]]], bos: int, width: int | None = None) -> Batch:
+    """pack() for explicit (inputs, targets) pairs of equal length, inputs starting with BOS (augmented names)."""
+    lengths = [len(inputs) for inputs, _ in examples]
     width = max(max(lengths), min(width or 0, sum(lengths)))
-    rows: list[list[int]] = []  # indices into seqs
+    rows: list[list[int]] = []  # indices into examples
     room: list[int] = []        # free slots per row
     open_rows: list[list[int]] = [[] for _ in range(width + 1)]  # rows by free slots, for best fit in O(width)
-    for i in sorted(range(len(seqs)), key=lambda i: -lengths[i]):
+    for i in sorted(range(len(examples)), key=lambda i: -lengths[i]):
         need = lengths[i]
         free = next((f for f in range(need, width + 1) if open_rows[f]), None)
         if free is None:
@@ -261,14 +267,13 @@ def pack(seqs: list[list[int]], bos: int, width: int | None = None) -> Batch:
     for r, members in enumerate(rows):
         t = 0
         for k, i in enumerate(members):
-            s = seqs[i]
-            n = len(s)
-            idx[r][t + 1:t + n + 1] = s
-            tgt[r][t:t + n] = s
-            tgt[r][t + n] = bos
-            pos[r][t:t + n + 1] = range(n + 1)
-            seg[r][t:t + n + 1] = [k] * (n + 1)
-            t += n + 1
+            inputs, targets = examples[i]
+            n = len(inputs)
+            idx[r][t:t + n] = inputs
+            tgt[r][t:t + n] = targets
+            pos[r][t:t + n] = range(n)
+            seg[r][t:t + n] = [k] * n
+            t += n
     one_name_per_row = all(len(m) == 1 for m in rows) and all(f == 0 for f in room)
     mask = None
     if not one_name_per_row:

@@ -868,6 +868,50 @@ def hypotheses_section(measured: list[Measured], baseline: Configuration) -> Sec
     ] + ([BLOCK_NOTE] if any(m.hypothesis.name == "context" for m in measured) else []))
 
 
+ABLATION_MAX_CHANGES = 3  # a configuration further from the baseline than this is a search point, not an ablation
+
+
+def ablation_rows(baseline: Configuration, configs: list[Configuration]) -> list[list[str]]:
+    """Each configuration within ABLATION_MAX_CHANGES settings of the baseline, against it on val loss."""
+    base_val = baseline.values("val_loss")
+    rows = []
+    for config in configs:
+        if config is baseline or not config.settings or not config.complete():
+            continue
+        changed = differences(baseline.settings, config.settings)
+        if not changed or len(changed) > ABLATION_MAX_CHANGES:
+            continue
+        comparison = stats.compare(base_val, config.values("val_loss"))
+        variant = config.spread("val_loss")
+        if comparison is None:
+            diff_text, p_text, verdict = fmt(None), stats.NO_STATS, stats.NO_STATS
+        else:
+            lo, hi = comparison.ci
+            # comparison.diff = baseline - variant; shown as variant - baseline so that negative = lower val loss
+            diff_text = f"{-comparison.diff:+.4f} [{-hi:+.4f}, {-lo:+.4f}]"
+            p_text = fmt_p(comparison.p)
+            if comparison.p is None or not comparison.p < stats.ALPHA:
+                verdict = "no significant difference"
+            else:
+                verdict = "helps (lower val)" if comparison.diff > 0 else "hurts (higher val)"
+        change = ", ".join(f"{k} {baseline.settings.get(k)} → {config.settings.get(k)}" for k in changed)
+        rows.append((variant.mean if variant.mean is not None else math.inf,
+                     [change, config.label, f"{len(base_val)}/{variant.n}", fmt_spread(variant), diff_text, p_text,
+                      verdict]))
+    return [row for _, row in sorted(rows, key=lambda r: r[0])]
+
+
+def ablations_section(baseline: Configuration, rows: list[list[str]]) -> Section:
+    return Section("Ablations", [
+        f"Every configuration that differs from the baseline ({baseline.label}, val "
+        f"{fmt_spread(baseline.spread('val_loss'))}) in at most {ABLATION_MAX_CHANGES} settings, on val loss (the "
+        "figure choices are made on), best first. Difference = variant mean − baseline mean, negative = better, with "
+        "Welch's 95% interval; verdict by Welch's two-sided p at 5%.",
+        Table(["change", "config", "seeds (base/variant)", "val loss", "difference [95% CI]", "Welch p", "verdict"],
+              rows),
+    ])
+
+
 def samples_section(run: Run) -> Section | None:
     pairs = read_samples(run)
     if not pairs:
@@ -936,6 +980,9 @@ def full_report(records: Records, configs: list[Configuration], baseline: Config
 
     if measured:
         sections.append(hypotheses_section(measured, baseline))
+    rows = ablation_rows(baseline, configs) if baseline is not None and baseline.settings else []
+    if rows:
+        sections.append(ablations_section(baseline, rows))
     if best is not None:
         samples = samples_section(best)
         if samples:

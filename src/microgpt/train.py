@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from .augment import AugmentedSampler, augmentation_text, synthetic_pool
 from .config import ModelConfig, TrainConfig
 from .data import Batch, BatchSampler, Dataset, SequenceSampler
 from .model import GPT, init_weights
@@ -140,13 +141,20 @@ def train(
         trained_on = "all names, microgpt.py order (val/test names are among them)"
     else:
         init_weights(model, generator=torch.Generator().manual_seed(cfg.seed))
-        sampler = BatchSampler(data.encoded("train"), data.tokenizer.bos, cfg.batch_size, seed=cfg.seed)
         trained_on = "train split"
+        if cfg.noise or cfg.synthetic or cfg.curriculum:
+            pool = synthetic_pool(data, cfg) if cfg.synthetic else None
+            sampler = AugmentedSampler(data, cfg, pool)
+            trained_on += augmentation_text(cfg)
+        else:
+            sampler = BatchSampler(data.encoded("train"), data.tokenizer.bos, cfg.batch_size, seed=cfg.seed)
     model.to(device)
     model.train()
     optimizer = build_optimizer(model, cfg)
     ema = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
     val_batches = [b.to(device) for b in data.eval_batches("val")]
+    autocast = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if cfg.autocast == "bfloat16"
+                else contextlib.nullcontext())
 
     say = log or (lambda line: None)
     history: list[dict] = []
@@ -173,7 +181,8 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr if group["peak_lr"] == cfg.lr else group["peak_lr"] * lr / cfg.lr
         batch = sampler.next().to(device)
-        _, loss = model(batch.idx, batch.targets, batch.pos, batch.mask)
+        with autocast:
+            _, loss = model(batch.idx, batch.targets, batch.pos, batch.mask)
         loss_value = loss.item()  # the loss before this step's update, as microgpt prints it
         if not math.isfinite(loss_value):
             state, diverged_step = "diverged", step + 1
