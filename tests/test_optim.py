@@ -41,10 +41,15 @@ def test_orthogonalise_gives_near_orthogonal_updates():
     from microgpt.optim import orthogonalise
 
     g = torch.randn(16, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    s = torch.linalg.svdvals(orthogonalise(g))
-    assert s.min() > 0.5 and s.max() < 1.3  # Newton-Schulz with these coefficients lands near 1, not exactly on it
-    tall = orthogonalise(g.T)
-    assert tall.shape == (64, 16)
+    for dtype in (torch.bfloat16, torch.float32):
+        out = orthogonalise(g, dtype=dtype)
+        assert out.dtype == torch.float64  # computed in dtype, returned in the gradient's dtype
+        s = torch.linalg.svdvals(out)
+        assert s.min() > 0.5 and s.max() < 1.3  # Newton-Schulz with these coefficients lands near 1, not exactly on it
+        tall = orthogonalise(g.T, dtype=dtype)
+        assert tall.shape == (64, 16)
+    # bf16 and float32 iterations agree to bf16's precision
+    assert torch.allclose(orthogonalise(g), orthogonalise(g, dtype=torch.float32), atol=0.05)
 
 
 def test_muon_updates_hidden_matrices_with_orthogonal_steps_and_the_rest_with_adamw():
