@@ -19,14 +19,9 @@ from pathlib import Path
 import torch
 
 from .config import TrainConfig, UsageError
-from .data import Batch, Dataset, pack_examples
+from .data import Batch, Dataset, frame, pack_examples
 
 Example = tuple[list[int], list[int]]  # (inputs starting with BOS, targets), equal lengths
-
-
-def clean(seq: list[int], bos: int) -> Example:
-    """A name's inputs and targets as PROTOCOL.md frames it: BOS c1..cn -> c1..cn BOS."""
-    return [bos, *seq], [*seq, bos]
 
 
 def corrupt(seq: list[int], bos: int, p: float, rng: random.Random) -> Example:
@@ -35,7 +30,7 @@ def corrupt(seq: list[int], bos: int, p: float, rng: random.Random) -> Example:
     A substitution draws uniformly among the other characters. Deleting input i also drops prediction i, so every
     remaining position still predicts what follows it in the clean name, from a context that lacks one character.
     """
-    inputs, targets = clean(seq, bos)
+    inputs, targets = frame(seq, bos)
     if p <= 0:
         return inputs, targets
     out_in, out_tgt = [inputs[0]], [targets[0]]

@@ -236,7 +236,12 @@ def pack(seqs: list[list[int]], bos: int, width: int | None = None) -> Batch:
     Rows are never narrower than the longest name nor wider than the batch's total, so one name is one unpadded row.
     A width of the dataset's longest name + 1 measured fastest (benchmarks/train_speed.py; BENCHMARKS.md).
     """
-    return pack_examples([([bos, *s], [*s, bos]) for s in seqs], bos, width)
+    return pack_examples([frame(s, bos) for s in seqs], bos, width)
+
+
+def frame(seq: list[int], bos: int) -> tuple[list[int], list[int]]:
+    """A name's (inputs, targets) as PROTOCOL.md frames it: BOS c1..cn -> c1..cn BOS."""
+    return [bos, *seq], [*seq, bos]
 
 
 def pack_examples(examples: list[tuple[list[int], list[int]]], bos: int, width: int | None = None) -> Batch:
