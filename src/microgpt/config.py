@@ -151,7 +151,7 @@ class TrainConfig:
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("autocast", self.autocast, AUTOCASTS)
         if self.autocast != "off" and (self.parity or self.dtype != "float32"):
-            raise UsageError(f"--autocast {self.autocast} needs float32 weights and no --parity; drop --autocast")
+            raise UsageError(f"--autocast {self.autocast} needs float32 weights and no --parity; pass --autocast off")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
