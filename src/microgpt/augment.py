@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .config import TrainConfig, UsageError
-from .data import Batch, Dataset, frame, pack_examples
+from .data import Batch, Dataset, frame, pack_examples, rng_state, set_rng_state
 
 Example = tuple[list[int], list[int]]  # (inputs starting with BOS, targets), equal lengths
 
@@ -201,3 +201,16 @@ class AugmentedSampler:
         self.names = picked  # the clean names of this batch, real ones first
         examples = [corrupt(s, self.bos, self.noise, self.noise_rng) for s in picked]
         return pack_examples(examples, self.bos, self.width)
+
+    def state_dict(self) -> dict:
+        """Every stream's position (the pool itself is rebuilt from the seed)."""
+        return {"generator": self.generator.get_state(), "pool_generator": self.pool_generator.get_state(),
+                "noise_rng": rng_state(self.noise_rng), "curriculum_rng": rng_state(self.curriculum_rng),
+                "order": list(self.order), "pool_order": list(self.pool_order), "step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.pool_generator.set_state(state["pool_generator"])
+        set_rng_state(self.noise_rng, state["noise_rng"])
+        set_rng_state(self.curriculum_rng, state["curriculum_rng"])
+        self.order, self.pool_order, self.step = list(state["order"]), list(state["pool_order"]), state["step"]

@@ -6,16 +6,20 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import sys
 from pathlib import Path
 
 import torch
 
 from .augment import augmentation_text, check_synthetic_source
-from .config import ACTIVATIONS, AUTOCASTS, DTYPES, INITS, NORMS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig, UsageError, resolve
+from .config import (ACTIVATIONS, AUTOCASTS, DTYPES, INITS, NORMS, OPTIMIZERS, PRESETS, SCHEDULES, ModelConfig,
+                     SystemFailure, TrainConfig, UsageError, from_dict, resolve)
+from .interrupt import stop_requests
 from .data import DATA_ENV, load_dataset
 from .model import GPT
-from .rundir import load_checkpoint, new_run_dir, read_json, run_config, write_json, write_run
+from .rundir import (RESUME_FILE, load_checkpoint, load_resume, new_run_dir, read_json, run_config, save_resume,
+                     write_json, write_run)
 from .sample import sample_names, sample_names_microgpt, tag_names, tag_shares
 from .train import train
 
@@ -118,6 +122,11 @@ def build_parser() -> Parser:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for these sizes)")
     p.add_argument("--out-dir", default="runs", help="where run directories go (default runs/)")
     p.add_argument("--name", help="run directory name (default <preset|train>-<date>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted run from its resume.pt, with the settings its config.json records")
+    p.add_argument("--checkpoint-every", type=int, default=1000, metavar="STEPS",
+                   help="write RUN_DIR/resume.pt (weights, optimizer, batch stream, RNG states) every this many steps "
+                        "and on Ctrl-C/SIGTERM; 0 = only then (default 1000). Removed when the run completes")
 
     p = sub.add_parser("sweep", help="run a grid, random or TPE search over training settings",
                        description="Run a sweep from a plan file (see plans/) or from flags; rerun the same command to "
@@ -178,8 +187,12 @@ def resolve_device(name: str) -> str:
 def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     if args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    if args.checkpoint_every < 0:
+        raise UsageError(f"--checkpoint-every must be >= 0 (0 = only on interrupt), got {args.checkpoint_every}")
     torch.set_num_threads(args.threads)
     overrides = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
+    if args.resume:
+        return resume_train(args, argv, overrides)
     split_seed = overrides.get("split_seed", TrainConfig.split_seed)
     data = load_dataset(args.data, split_seed)
     model_cfg, cfg = resolve(overrides, args.preset, data.tokenizer.vocab_size, data.max_len + 1)
@@ -188,37 +201,112 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     device = resolve_device(args.device)
     run_dir = new_run_dir(args.out_dir, args.name, prefix=args.preset or "train")  # input is valid: safe to create
     config = run_config(model_cfg, cfg, data, device, ["microgpt", *argv])
-    write_json(run_dir / "config.json", config)
+    try:
+        write_json(run_dir / "config.json", config)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    print_setup(data, model_cfg, cfg, device, args.threads)
+    return run_training(run_dir, config, model_cfg, cfg, data, device, args.checkpoint_every)
 
+
+def resume_train(args: argparse.Namespace, argv: list[str], overrides: dict) -> int:
+    """`microgpt train --resume RUN_DIR`: the run's own settings, data and split, from its resume.pt onwards."""
+    given = sorted(f"--{k.replace('_', '-')}" for k in overrides) + [f for f, v in (
+        ("--preset", args.preset), ("--name", args.name), ("--data", args.data)) if v]
+    if given:
+        raise UsageError(f"--resume continues a run with the settings it started with; drop {', '.join(given)}")
+    run_dir = Path(args.resume)
+    if not (run_dir / "config.json").is_file():
+        raise UsageError(f"{run_dir} is not a run directory (no config.json): pass the directory `microgpt train` made")
+    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+    if summary and summary.get("state") != "interrupted":
+        raise UsageError(f"{run_dir} finished ({summary.get('state')}): there is nothing to resume")
+    checkpoint = run_dir / RESUME_FILE
+    if not checkpoint.is_file():
+        raise UsageError(f"{run_dir} has no {RESUME_FILE} to resume from: it is written every --checkpoint-every "
+                         "steps and on Ctrl-C/SIGTERM, so this run stopped before its first one")
+    state = load_resume(checkpoint)
+    config = read_json(run_dir / "config.json")
+    try:
+        model_cfg = from_dict(ModelConfig, config["model"])
+        cfg = from_dict(TrainConfig, config["train"])
+        data_path, split_seed, sha256 = config["data"]["path"], config["data"]["split_seed"], config["data"]["sha256"]
+    except (KeyError, TypeError) as err:
+        raise UsageError(f"{run_dir / 'config.json'} lacks {err}: it was not written by `microgpt train`") from None
+    data = load_dataset(data_path, split_seed)
+    if data.sha256 != sha256:
+        raise UsageError(f"{data_path} changed since the run started (sha256 differs): resume needs the same data")
+    device = resolve_device(args.device)
+    config.setdefault("resumed", []).append({"argv": ["microgpt", *argv], "step": state["progress"]["step"],
+                                             "device": device})
+    write_json(run_dir / "config.json", config)
+    print(f"resume {run_dir} from step {state['progress']['step']}/{cfg.steps}")
+    print_setup(data, model_cfg, cfg, device, args.threads)
+    return run_training(run_dir, config, model_cfg, cfg, data, device, args.checkpoint_every, resume=state)
+
+
+def print_setup(data, model_cfg: ModelConfig, cfg: TrainConfig, device: str, threads: int) -> None:
     print(f"data   {data.path}: {len(data.words):,} examples, vocab {data.tokenizer.vocab_size} "
           f"| train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,} (split seed {data.split_seed})")
     print(f"model  {GPT(model_cfg).num_params():,} params: {model_cfg.n_layer} layer x {model_cfg.n_head} heads x {model_cfg.n_embd} wide, block "
           f"{model_cfg.block_size}, {model_cfg.norm}, {model_cfg.activation} | {cfg.optimizer} lr {cfg.lr:g} "
-          f"{cfg.schedule}, batch {cfg.batch_size}, {cfg.steps} steps | {device}, {args.threads} thread{'s' if args.threads > 1 else ''}, {cfg.dtype}"
+          f"{cfg.schedule}, batch {cfg.batch_size}, {cfg.steps} steps | {device}, {threads} thread{'s' if threads > 1 else ''}, {cfg.dtype}"
           + (" (bf16 autocast)" if cfg.autocast == "bfloat16" else "") + augmentation_text(cfg)
           + (" | microgpt parity" if cfg.parity else ""))
+
+
+def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: TrainConfig, data, device: str,
+                 checkpoint_every: int, resume: dict | None = None) -> int:
+    """Train, then write the run's records; on Ctrl-C/SIGTERM save the best model so far and the resume checkpoint.
+
+    If the records cannot be written (a full disk), a run directory that holds a resume checkpoint is kept for
+    --resume, and one without is removed rather than left half-written.
+    """
+    checkpoint = run_dir / RESUME_FILE
     py_rng = random.Random(cfg.seed) if cfg.parity else None
-    model, result = train(model_cfg, cfg, data, device=device, log=print, progress=sys.stderr.isatty(), py_rng=py_rng)
-
-    if cfg.parity:
-        names = sample_names_microgpt(model, data.tokenizer, cfg.samples, cfg.temperature, py_rng)
-    else:
-        generator = torch.Generator().manual_seed(cfg.seed)
-        names = sample_names(model, data.tokenizer, cfg.samples, cfg.temperature, generator=generator)
-    tags = tag_names(names, data.train, data.val + data.test)
-    write_run(run_dir, config, result, model, data.tokenizer, list(zip(names, tags)))
-
+    try:
+        with stop_requests() as stop:
+            model, result = train(model_cfg, cfg, data, device=device, log=print, progress=sys.stderr.isatty(),
+                                  py_rng=py_rng, should_stop=stop.is_set, checkpoint_every=checkpoint_every,
+                                  on_checkpoint=lambda state: save_resume(checkpoint, state), resume=resume)
+        names: list[str] = []
+        if result.best_val is not None and result.state != "interrupted":  # no selected model, nothing to sample
+            if cfg.parity:
+                names = sample_names_microgpt(model, data.tokenizer, cfg.samples, cfg.temperature, py_rng)
+            else:
+                generator = torch.Generator().manual_seed(cfg.seed)
+                names = sample_names(model, data.tokenizer, cfg.samples, cfg.temperature, generator=generator)
+        tags = tag_names(names, data.train, data.val + data.test)
+        write_run(run_dir, config, result, model, data.tokenizer, list(zip(names, tags)))
+        if result.state != "interrupted":
+            checkpoint.unlink(missing_ok=True)  # the run is complete on disk: nothing left to resume
+    except (OSError, KeyboardInterrupt) as err:
+        if checkpoint.is_file():
+            what = "interrupted again" if isinstance(err, KeyboardInterrupt) else f"cannot write: {err}"
+            raise SystemFailure(f"{what}; {run_dir} keeps its last checkpoint: microgpt train --resume {run_dir}") from None
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     fmt = lambda x: "  -   " if x is None else f"{x:.4f}"  # noqa: E731
-    tier = f"tier {result.tier}" if result.tier else "no tier (test >= 2.2)"
+    if result.state == "interrupted":
+        best = f"best val {result.best_val:.4f} (step {result.best_val_step})" if result.best_val is not None else "no evaluation yet"
+        print(f"interrupted after step {result.steps_done}/{cfg.steps} ({getattr(stop, 'signal', 'signal')}): {best} "
+              f"saved in {run_dir}; continue with: microgpt train --resume {run_dir}")
+        return 130
+    tier = f"tier {result.tier}" if result.tier else "no tier (test >= 2.2)" if result.test_loss is not None else "no tier"
     print(f"{result.state}: {result.stop_reason} in {result.wall_seconds:.1f} s "
           f"({1000 * result.train_seconds / max(1, result.steps_done):.2f} ms/step, {result.tokens_per_second:,.0f} tok/s)")
-    print(f"loss   train {fmt(result.train_loss)} | val {fmt(result.val_loss)} (best, step {result.best_val_step}) "
-          f"| test {fmt(result.test_loss)} | {tier}")
+    if result.best_val is None:
+        print("loss   no evaluation finished before the run diverged: no model was selected, none is saved")
+    else:
+        print(f"loss   train {fmt(result.train_loss)} | val {fmt(result.val_loss)} (best, step {result.best_val_step}) "
+              f"| test {fmt(result.test_loss)} | {tier}")
     if cfg.parity:
         print("note   microgpt parity trains on every name, val/test included: these losses are not held out")
-    shares = tag_shares(tags)
-    print(f"sample {', '.join(names[:8])} ... ({shares['new']:.0%} new, {shares['in train']:.0%} in train, "
-          f"{shares['in val-test']:.0%} in val-test)")
+    if names:
+        shares = tag_shares(tags)
+        print(f"sample {', '.join(names[:8])} ... ({shares['new']:.0%} new, {shares['in train']:.0%} in train, "
+              f"{shares['in val-test']:.0%} in val-test)")
     print(f"run    {run_dir}")
     return 0
 
@@ -350,6 +438,16 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         sys.stderr.write(f"microgpt: error: {err}\n")
         return 2
-    except BrokenPipeError:  # `microgpt ... | head`: the reader left; everything was already written
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except SystemFailure as err:
+        sys.stderr.write(f"microgpt: error: {err}\n")
         return 1
+    except OSError as err:  # the system failed (a full disk, a lost mount), not the input: one line, exit 1
+        if isinstance(err, BrokenPipeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        sys.stderr.write(f"microgpt: error: {err.strerror or err}{where}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("microgpt: interrupted\n")
+        return 130

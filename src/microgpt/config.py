@@ -22,6 +22,11 @@ class UsageError(ValueError):
     """A user's input is wrong; the message says what, with the value, and what to do. The CLI exits 2 on it."""
 
 
+class SystemFailure(RuntimeError):
+    """The machine failed the run (a full disk, a second Ctrl-C while saving); the message says what survived and
+    what to do. The CLI prints it as one line and exits 1."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int = 27          # tokens: the dataset's characters + 1 BOS (27 for names.txt)

@@ -306,6 +306,17 @@ def eval_batches(words: list[str], tokenizer: Tokenizer, names_per_batch: int = 
     return [pack(seqs[i:i + names_per_batch], tokenizer.bos, width) for i in range(0, len(seqs), names_per_batch)]
 
 
+def rng_state(rng: random.Random) -> list:
+    """A Python RNG's state as lists, which torch's weights_only loader accepts (a resume checkpoint holds it)."""
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def set_rng_state(rng: random.Random, state: list) -> None:
+    version, internal, gauss = state
+    rng.setstate((version, tuple(internal), gauss))
+
+
 class BatchSampler:
     """Training batches of batch_size names: epochs of a seeded permutation, so each name is seen once per epoch."""
 
@@ -325,6 +336,14 @@ class BatchSampler:
             picked.append(self.seqs[self.order.pop()])
         return pack(picked, self.bos, self.width)
 
+    def state_dict(self) -> dict:
+        """Where the stream is: the generator and the rest of the current epoch (a resumed run continues it)."""
+        return {"generator": self.generator.get_state(), "order": list(self.order)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order = list(state["order"])
+
 
 class SequenceSampler:
     """microgpt.py's order: docs[step % len(docs)], batch_size names at a time."""
@@ -342,3 +361,9 @@ class SequenceSampler:
             picked.append(self.seqs[self.cursor % len(self.seqs)])
             self.cursor += 1
         return pack(picked, self.bos, self.width)
+
+    def state_dict(self) -> dict:
+        return {"cursor": self.cursor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cursor = state["cursor"]

@@ -7,6 +7,7 @@ runs/<name>/
   summary.json   the RunResult figures (held-out losses, tier, timing, stability)
   model.pt       the val-selected weights with their config and vocabulary (torch.load(..., weights_only=True))
   samples.txt    generated names, each tagged new / in train / in val-test
+  resume.pt      while a run is unfinished: everything `microgpt train --resume` needs (train.Run.state_dict)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .model import GPT
 from .train import RunResult
 
 METRICS_FIELDS = ("step", "lr", "loss", "val_loss", "elapsed_s")
+RESUME_FILE = "resume.pt"
 
 
 def write_atomic(path: Path, payload: bytes | str) -> None:
@@ -118,6 +120,22 @@ def save_checkpoint(path: Path, model: GPT, tokenizer: Tokenizer, step: int | No
     buf = io.BytesIO()
     torch.save(payload, buf)
     write_atomic(Path(path), buf.getvalue())
+
+
+def save_resume(path: Path, state: dict) -> None:
+    """A resume checkpoint (train.Run.state_dict()), written atomically: a kill mid-write keeps the previous one."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_atomic(Path(path), buf.getvalue())
+
+
+def load_resume(path: Path) -> dict:
+    """A resume checkpoint, read with torch's weights-only loader; UsageError naming the file if it cannot be."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated or foreign: one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(f"cannot read resume checkpoint {path}: {first}") from None
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[GPT, Tokenizer, dict]:

@@ -14,8 +14,8 @@ from typing import Callable
 import torch
 
 from .augment import AugmentedSampler, augmentation_text, synthetic_pool
-from .config import ModelConfig, TrainConfig
-from .data import Batch, BatchSampler, Dataset, SequenceSampler
+from .config import ModelConfig, TrainConfig, UsageError, to_dict
+from .data import Batch, BatchSampler, Dataset, SequenceSampler, rng_state, set_rng_state
 from .model import GPT, init_weights
 from .optim import build_optimizer, lr_at
 
@@ -83,6 +83,7 @@ class RunResult:
     """What one run measured. Losses are held-out figures of the val-selected model (PROTOCOL.md)."""
 
     state: str                          # complete (all steps, or early-stopped by patience) | stopped (on_eval asked) | diverged
+                                        # | interrupted (should_stop asked; no test/train loss, resumable)
     stop_reason: str                    # why the loop ended, in words
     steps_done: int                     # optimizer updates made
     n_params: int
@@ -119,159 +120,306 @@ def train(
     log: Callable[[str], None] | None = None,
     progress: bool = False,
     py_rng: random.Random | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_checkpoint: Callable[[dict], None] | None = None,
+    checkpoint_every: int = 0,
+    resume: dict | None = None,
 ) -> tuple[GPT, RunResult]:
-    """Train a fresh model; return it (the val-selected weights) and its RunResult.
+    """Train a fresh model (or continue the run a checkpoint holds); return it, with the val-selected weights, and its
+    RunResult.
 
+    The loop, top to bottom: build the run (Run), then per step train one batch, evaluate and keep the best at eval
+    steps, log, checkpoint; finish() evaluates the selected weights on test and train.
     on_eval(step, val_loss) runs after each evaluation; returning True stops the run (pruning, early exits).
+    should_stop() is asked after every step; True ends the run as "interrupted" (Ctrl-C), without the test and train
+    evaluations, after on_checkpoint has the state to resume from. on_checkpoint(state) also gets it every
+    checkpoint_every steps (0: only on interrupt); train(..., resume=state) continues such a run to the same history
+    as an uninterrupted one.
     With cfg.parity, py_rng (default random.Random(cfg.seed)) shuffles the names and draws the initial weights exactly
     as microgpt.py does; pass your own to keep drawing from it afterwards (microgpt's sampling).
     """
-    model_cfg.validate()
-    cfg.validate()
-    data.check_block_size(model_cfg.block_size)
-    dtype = getattr(torch, cfg.dtype)
-    torch.manual_seed(cfg.seed)  # dropout masks; init and batch order use their own generators below
-
-    model = GPT(model_cfg).to(dtype)
-    if cfg.parity:
-        py_rng = py_rng if py_rng is not None else random.Random(cfg.seed)
-        docs = data.microgpt_docs(py_rng)  # microgpt shuffles before it draws the weights
-        init_weights(model, py_rng=py_rng)
-        sampler = SequenceSampler(docs, data.tokenizer, cfg.batch_size)
-        trained_on = "all names, microgpt.py order (val/test names are among them)"
-    else:
-        init_weights(model, generator=torch.Generator().manual_seed(cfg.seed))
-        trained_on = "train split"
-        if cfg.noise or cfg.synthetic or cfg.curriculum:
-            pool = synthetic_pool(data, cfg) if cfg.synthetic else None
-            sampler = AugmentedSampler(data, cfg, pool)
-            trained_on += augmentation_text(cfg)
-        else:
-            sampler = BatchSampler(data.encoded("train"), data.tokenizer.bos, cfg.batch_size, seed=cfg.seed)
-    model.to(device)
-    model.train()
-    optimizer = build_optimizer(model, cfg)
-    ema = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
-    val_batches = [b.to(device) for b in data.eval_batches("val")]
-    autocast = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if cfg.autocast == "bfloat16"
-                else contextlib.nullcontext())
-
+    run = Run(model_cfg, cfg, data, device, py_rng)
+    if resume is not None:
+        run.load_state_dict(resume)
     say = log or (lambda line: None)
-    history: list[dict] = []
-    best_val, best_step, best_state = None, None, None
-    steps_to_target = seconds_to_target = diverged_step = None
-    evals_since_best = 0
-    tokens = 0
-    eval_seconds = interval_eval = 0.0
-    state, stop_reason = "complete", f"ran all {cfg.steps} steps"
-    interval_losses: list[float] = []
-    interval_start = time.perf_counter()
-    t0 = interval_start
-    steps = range(cfg.steps)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(steps, total=cfg.steps, leave=False, unit="step", dynamic_ncols=True)
-        steps = bar
+        bar = tqdm(total=cfg.steps, initial=run.step, leave=False, unit="step", dynamic_ncols=True)
         say = bar.write
-    step = 0
-    for step in steps:
-        lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr if group["peak_lr"] == cfg.lr else group["peak_lr"] * lr / cfg.lr
-        batch = sampler.next().to(device)
-        with autocast:
-            _, loss = model(batch.idx, batch.targets, batch.pos, batch.mask)
-        loss_value = loss.item()  # the loss before this step's update, as microgpt prints it
-        if not math.isfinite(loss_value):
-            state, diverged_step = "diverged", step + 1
-            stop_reason = f"batch loss became {loss_value} at step {step + 1}"
-            history.append({"step": step + 1, "lr": lr, "loss": loss_value, "val_loss": None,
-                            "elapsed_s": time.perf_counter() - t0})
+    window = LogWindow()
+    while run.step < cfg.steps:
+        loss = run.train_step()
+        if loss is None:  # diverged: the batch loss is no longer finite
             break
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
-        optimizer.step()
-        if ema is not None:
-            ema.update(model, step)
-        tokens += batch.n_tokens
-        interval_losses.append(loss_value)
-        done = step + 1
-        row = {"step": done, "lr": lr, "loss": loss_value, "val_loss": None, "elapsed_s": 0.0}
-        history.append(row)
-
+        window.add(loss)
         stop = False
-        if done % cfg.eval_every == 0 or done == cfg.steps:
+        if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
             e0 = time.perf_counter()
-            with ema.applied(model) if ema is not None else contextlib.nullcontext():
-                val = evaluate(model, val_batches)
-                if math.isfinite(val) and (best_val is None or val < best_val):
-                    best_state = copy.deepcopy(model.state_dict())
-            interval_eval += time.perf_counter() - e0
-            eval_seconds += time.perf_counter() - e0
-            row["val_loss"] = val
-            if not math.isfinite(val):
-                state, diverged_step = "diverged", done
-                stop_reason = f"val loss became {val} at step {done}"
-                stop = True
-            elif best_val is None or val < best_val:
-                best_val, best_step, evals_since_best = val, done, 0
-            else:
-                evals_since_best += 1
-            if steps_to_target is None and math.isfinite(val) and val < cfg.target:
-                steps_to_target, seconds_to_target = done, time.perf_counter() - t0
-            if not stop and cfg.patience and evals_since_best >= cfg.patience:
-                stop_reason = f"early stop at step {done}: no new best val in {cfg.patience} evaluations"
-                stop = True
-            if not stop and on_eval is not None and on_eval(done, val):
-                state, stop_reason = "stopped", f"stopped by on_eval at step {done}"
-                stop = True
-        row["elapsed_s"] = time.perf_counter() - t0
-        if done % cfg.log_every == 0 or row["val_loss"] is not None or done == cfg.steps or stop:
-            now = time.perf_counter()
-            ms = 1000 * (now - interval_start - interval_eval) / max(1, len(interval_losses))  # evals excluded
-            val_text = f"{row['val_loss']:.4f}" if row["val_loss"] is not None else "   -  "
-            say(f"step {done:5d}/{cfg.steps} | loss {statistics.fmean(interval_losses):.4f} | val {val_text} | "
-                f"lr {lr:.1e} | {ms:.2f} ms/step")
-            interval_losses, interval_start, interval_eval = [], now, 0.0
+            val = run.evaluate()
+            window.eval_seconds += time.perf_counter() - e0
+            stop = run.stopped_by(val, on_eval)
+        if bar is not None:
+            bar.update(1)
+        row = run.history[-1]
+        if run.step % cfg.log_every == 0 or row["val_loss"] is not None or run.step == cfg.steps or stop:
+            say(window.line(run.step, cfg.steps, row["lr"], row["val_loss"]))
         if stop:
             break
+        if should_stop is not None and should_stop():
+            run.state, run.stop_reason = "interrupted", f"interrupted after step {run.step}"
+            break
+        if on_checkpoint is not None and checkpoint_every and run.step % checkpoint_every == 0 and run.step < cfg.steps:
+            on_checkpoint(run.state_dict())
     if bar is not None:
         bar.close()
-    wall_to_here = time.perf_counter() - t0
-    steps_done = len([r for r in history if math.isfinite(r["loss"])])
+    if run.state == "interrupted" and on_checkpoint is not None:
+        on_checkpoint(run.state_dict())
+    return run.model, run.finish()
 
-    train_loss = val_loss = test_loss = None
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        val_loss = best_val
-        test_loss = evaluate(model, [b.to(device) for b in data.eval_batches("test")])
-        train_loss = evaluate(model, [b.to(device) for b in data.eval_batches("train")])
-    tail = [r["loss"] for r in history[-max(2, len(history) // 10):] if math.isfinite(r["loss"])]
-    train_seconds = max(wall_to_here - eval_seconds, 1e-9)
-    result = RunResult(
-        state=state,
-        stop_reason=stop_reason,
-        steps_done=steps_done,
-        n_params=model.num_params(),
-        train_loss=train_loss,
-        val_loss=val_loss,
-        test_loss=test_loss,
-        best_val=best_val,
-        best_val_step=best_step,
-        target=cfg.target,
-        steps_to_target=steps_to_target,
-        seconds_to_target=seconds_to_target,
-        wall_seconds=time.perf_counter() - t0,
-        train_seconds=train_seconds,
-        tokens_per_second=tokens / train_seconds,
-        stability=statistics.pstdev(tail) if len(tail) >= 2 else None,
-        tier=tier_of(test_loss),
-        diverged_step=diverged_step,
-        trained_on=trained_on,
-        history=history,
-    )
-    return model, result
+
+class LogWindow:
+    """The batch losses and timing since the last console line: a line shows their mean and ms per step, evals excluded."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.start = time.perf_counter()
+        self.eval_seconds = 0.0
+
+    def add(self, loss: float) -> None:
+        self.losses.append(loss)
+
+    def line(self, step: int, steps: int, lr: float, val: float | None) -> str:
+        now = time.perf_counter()
+        ms = 1000 * (now - self.start - self.eval_seconds) / max(1, len(self.losses))
+        val_text = f"{val:.4f}" if val is not None else "   -  "
+        mean = statistics.fmean(self.losses) if self.losses else float("nan")
+        self.losses, self.start, self.eval_seconds = [], now, 0.0
+        return f"step {step:5d}/{steps} | loss {mean:.4f} | val {val_text} | lr {lr:.1e} | {ms:.2f} ms/step"
+
+
+CHECKPOINT_FORMAT = 1
+
+
+class Run:
+    """One run in progress: the model, its optimizer, EMA and batch stream, and everything measured so far.
+
+    Stages: Run(...) builds them; train_step() makes one update; evaluate() measures val and keeps the best weights;
+    finish() measures the selected weights and returns the RunResult. state_dict() is everything a resumed run needs
+    to continue exactly (weights, optimizer, EMA, best weights, batch stream, RNG states, history).
+    """
+
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, data: Dataset, device: str | torch.device = "cpu",
+                 py_rng: random.Random | None = None):
+        model_cfg.validate()
+        cfg.validate()
+        data.check_block_size(model_cfg.block_size)
+        if data.split_seed != cfg.split_seed:
+            raise UsageError(f"the data is split with split seed {data.split_seed} but the run's split_seed is "
+                             f"{cfg.split_seed}: load the data with load_dataset(path, {cfg.split_seed})")
+        self.model_cfg, self.cfg, self.data, self.device = model_cfg, cfg, data, device
+        torch.manual_seed(cfg.seed)  # dropout masks; init and batch order use their own generators below
+        model = GPT(model_cfg).to(getattr(torch, cfg.dtype))
+        if cfg.parity:
+            self.py_rng = py_rng if py_rng is not None else random.Random(cfg.seed)
+            docs = data.microgpt_docs(self.py_rng)  # microgpt shuffles before it draws the weights
+            init_weights(model, py_rng=self.py_rng)
+            self.sampler = SequenceSampler(docs, data.tokenizer, cfg.batch_size)
+            self.trained_on = "all names, microgpt.py order (val/test names are among them)"
+        else:
+            self.py_rng = py_rng
+            init_weights(model, generator=torch.Generator().manual_seed(cfg.seed))
+            self.trained_on = "train split"
+            if cfg.noise or cfg.synthetic or cfg.curriculum:
+                pool = synthetic_pool(data, cfg) if cfg.synthetic else None
+                self.sampler = AugmentedSampler(data, cfg, pool)
+                self.trained_on += augmentation_text(cfg)
+            else:
+                self.sampler = BatchSampler(data.encoded("train"), data.tokenizer.bos, cfg.batch_size, seed=cfg.seed)
+        self.model = model.to(device)
+        self.model.train()
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.ema = WeightAverage(self.model, cfg.ema) if cfg.ema > 0 else None
+        self.val_batches = [b.to(device) for b in data.eval_batches("val")]
+        self.autocast = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if cfg.autocast == "bfloat16"
+                         else contextlib.nullcontext())
+        # what has happened so far (all of it in state_dict)
+        self.step = 0                       # optimizer updates made
+        self.history: list[dict] = []       # per step: step, lr, loss, val_loss, elapsed_s
+        self.best_val: float | None = None
+        self.best_step: int | None = None
+        self.best_state: dict | None = None  # the val-selected weights (EMA ones when EMA is on)
+        self.evals_since_best = 0
+        self.steps_to_target: int | None = None
+        self.seconds_to_target: float | None = None
+        self.diverged_step: int | None = None
+        self.tokens = 0
+        self.eval_seconds = 0.0
+        self.seconds_before = 0.0           # wall seconds of earlier sessions of a resumed run
+        self.state, self.stop_reason = "complete", f"ran all {cfg.steps} steps"
+        self.t0 = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.t0
+
+    def train_step(self) -> float | None:
+        """One update on the next batch; its batch loss (before the update), or None if it was not finite."""
+        cfg, step = self.cfg, self.step
+        lr = lr_at(step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr if group["peak_lr"] == cfg.lr else group["peak_lr"] * lr / cfg.lr
+        batch = self.sampler.next().to(self.device)
+        with self.autocast:
+            _, loss = self.model(batch.idx, batch.targets, batch.pos, batch.mask)
+        loss_value = loss.item()  # the loss before this step's update, as microgpt prints it
+        if not math.isfinite(loss_value):
+            self.state, self.diverged_step = "diverged", step + 1
+            self.stop_reason = f"batch loss became {loss_value} at step {step + 1}"
+            self.history.append({"step": step + 1, "lr": lr, "loss": loss_value, "val_loss": None,
+                                 "elapsed_s": self.elapsed()})
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model, step)
+        self.tokens += batch.n_tokens
+        self.step = step + 1
+        self.history.append({"step": self.step, "lr": lr, "loss": loss_value, "val_loss": None,
+                             "elapsed_s": self.elapsed()})
+        return loss_value
+
+    def evaluate(self) -> float:
+        """Val loss of the weights evaluation sees (the EMA's when on); a new best is kept. Recorded in history."""
+        e0 = time.perf_counter()
+        with self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext():
+            val = evaluate(self.model, self.val_batches)
+            if math.isfinite(val) and (self.best_val is None or val < self.best_val):
+                self.best_state = copy.deepcopy(self.model.state_dict())
+        self.eval_seconds += time.perf_counter() - e0
+        row = self.history[-1]
+        row["val_loss"] = val
+        row["elapsed_s"] = self.elapsed()
+        return val
+
+    def stopped_by(self, val: float, on_eval: Callable[[int, float], bool | None] | None) -> bool:
+        """After an evaluation: update best, target and patience; True when the run ends here."""
+        done, cfg = self.step, self.cfg
+        if not math.isfinite(val):
+            self.state, self.diverged_step = "diverged", done
+            self.stop_reason = f"val loss became {val} at step {done}"
+            return True
+        if self.best_val is None or val < self.best_val:
+            self.best_val, self.best_step, self.evals_since_best = val, done, 0
+        else:
+            self.evals_since_best += 1
+        if self.steps_to_target is None and val < cfg.target:
+            self.steps_to_target, self.seconds_to_target = done, self.elapsed()
+        if cfg.patience and self.evals_since_best >= cfg.patience:
+            self.stop_reason = f"early stop at step {done}: no new best val in {cfg.patience} evaluations"
+            return True
+        if on_eval is not None and on_eval(done, val):
+            self.state, self.stop_reason = "stopped", f"stopped by on_eval at step {done}"
+            return True
+        return False
+
+    def finish(self) -> RunResult:
+        """Load the val-selected weights and measure them on test and train (not for an interrupted run)."""
+        wall_to_here = self.elapsed()
+        steps_done = len([r for r in self.history if math.isfinite(r["loss"])])
+        train_loss = val_loss = test_loss = None
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+            val_loss = self.best_val
+            if self.state != "interrupted":
+                test_loss = evaluate(self.model, [b.to(self.device) for b in self.data.eval_batches("test")])
+                train_loss = evaluate(self.model, [b.to(self.device) for b in self.data.eval_batches("train")])
+        tail = [r["loss"] for r in self.history[-max(2, len(self.history) // 10):] if math.isfinite(r["loss"])]
+        train_seconds = max(wall_to_here - self.eval_seconds, 1e-9)
+        return RunResult(
+            state=self.state,
+            stop_reason=self.stop_reason,
+            steps_done=steps_done,
+            n_params=self.model.num_params(),
+            train_loss=train_loss,
+            val_loss=val_loss,
+            test_loss=test_loss,
+            best_val=self.best_val,
+            best_val_step=self.best_step,
+            target=self.cfg.target,
+            steps_to_target=self.steps_to_target,
+            seconds_to_target=self.seconds_to_target,
+            wall_seconds=self.elapsed(),
+            train_seconds=train_seconds,
+            tokens_per_second=self.tokens / train_seconds,
+            stability=statistics.pstdev(tail) if len(tail) >= 2 else None,
+            tier=tier_of(test_loss),
+            diverged_step=self.diverged_step,
+            trained_on=self.trained_on,
+            history=self.history,
+        )
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue this run exactly; torch.save-able and loadable with weights_only=True."""
+        cpu = lambda sd: {k: v.detach().cpu().clone() for k, v in sd.items()}  # noqa: E731
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model_config": to_dict(self.model_cfg),
+            "train_config": {k: v for k, v in to_dict(self.cfg).items() if k != "extra"},
+            "data_sha256": self.data.sha256,
+            "split_seed": self.data.split_seed,
+            "model": cpu(self.model.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "ema": None if self.ema is None else [p.cpu().clone() for p in self.ema.params],
+            "best_state": None if self.best_state is None else cpu(self.best_state),
+            "sampler": self.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.device(self.device).type == "cuda" else [],
+            "py_rng": None if self.py_rng is None else rng_state(self.py_rng),
+            "progress": {
+                "step": self.step, "history": copy.deepcopy(self.history), "best_val": self.best_val,
+                "best_step": self.best_step, "evals_since_best": self.evals_since_best,
+                "steps_to_target": self.steps_to_target, "seconds_to_target": self.seconds_to_target,
+                "tokens": self.tokens, "eval_seconds": self.eval_seconds, "seconds": self.elapsed(),
+            },
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from state_dict()'s output; UsageError if it belongs to another configuration or data."""
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise UsageError(f"resume checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT}: it was "
+                             "written by another version of microgpt")
+        ours = {k: v for k, v in to_dict(self.cfg).items() if k != "extra"}
+        for what, theirs, mine in (("model", state["model_config"], to_dict(self.model_cfg)),
+                                   ("training", state["train_config"], ours)):
+            changed = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
+            if changed:
+                raise UsageError(f"the resume checkpoint's {what} settings differ from this run's in "
+                                 f"{', '.join(changed)}: resume a run with the configuration it started with")
+        if state["data_sha256"] != self.data.sha256 or state["split_seed"] != self.data.split_seed:
+            raise UsageError("the resume checkpoint was trained on other data or another split: resume it with the "
+                             "data file and split seed its config.json names")
+        device = self.device
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.params = [p.to(device) for p in state["ema"]]
+        self.best_state = None if state["best_state"] is None else {k: v.to(device) for k, v in state["best_state"].items()}
+        self.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if state["py_rng"] is not None and self.py_rng is not None:
+            set_rng_state(self.py_rng, state["py_rng"])
+        p = state["progress"]
+        self.step, self.history = p["step"], copy.deepcopy(p["history"])
+        self.best_val, self.best_step, self.evals_since_best = p["best_val"], p["best_step"], p["evals_since_best"]
+        self.steps_to_target, self.seconds_to_target = p["steps_to_target"], p["seconds_to_target"]
+        self.tokens, self.eval_seconds, self.seconds_before = p["tokens"], p["eval_seconds"], p["seconds"]
+        self.t0 = time.perf_counter()
+
