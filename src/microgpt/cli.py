@@ -146,6 +146,9 @@ def build_parser() -> Parser:
                    help="Optuna storage shared by machines, e.g. postgresql://user:pw@host/db "
                         "(default: a journal file in the sweep directory)")
     p.add_argument("--join", metavar="NAME", help="join the sweep NAME in --storage with this machine's workers")
+    p.add_argument("--heartbeat", type=int, default=15, metavar="SECONDS",
+                   help="database storages: workers record a heartbeat this often, and a run silent for 4 heartbeats "
+                        "is taken as its worker's death and redone (default 15; fixed when the sweep is created)")
     p.add_argument("--refine", metavar="SWEEP_DIR", help="search a narrowed range around SWEEP_DIR's best configurations")
     p.add_argument("--top", type=int, default=3, help="--refine: how many configurations to refine around (default 3)")
     p.add_argument("--preset", choices=tuple(PRESETS), help="base the runs on a preset")
@@ -158,6 +161,7 @@ def build_parser() -> Parser:
     p.add_argument("sweep_dir", metavar="SWEEP_DIR")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--storage", metavar="URL", help="the storage URL with its password (storage.txt keeps none)")
 
     from . import ngram, report
 
@@ -343,10 +347,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.plan_args[:1] == ["export"]:
         if len(args.plan_args) != 2:
-            raise UsageError("usage: microgpt sweep export SWEEP_DIR")
+            raise UsageError("usage: microgpt sweep export SWEEP_DIR [--storage URL]")
         sweep_dir = Path(args.plan_args[1])
-        plan, url = read_sweep(sweep_dir)
-        n = export_results(load_study(plan, url), sweep_dir)
+        plan, url = read_sweep(sweep_dir, args.storage)
+        n = export_results(load_study(plan, url, say=print), sweep_dir)
         print(f"{n} runs written to {sweep_dir / 'results.csv'}")
         return 0
     if args.workers is not None and args.workers < 1:
@@ -398,14 +402,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
         target.write_text(plan_toml(plan))
         print(f"plan   {target} (refined around the top {args.top} of {args.refine})")
-    run_sweep(plan, Path(args.out_dir), args.storage, workers, args.data)
-    return 0
+    if args.heartbeat < 1:
+        raise UsageError(f"--heartbeat must be >= 1 second, got {args.heartbeat}")
+    outcome = run_sweep(plan, Path(args.out_dir), args.storage, workers, args.data, heartbeat=args.heartbeat)
+    if outcome["interrupted"]:
+        return 130
+    return 1 if outcome["missing"] or outcome["died"] else 0
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from .sweep import open_storage, read_sweep
 
-    _, url = read_sweep(Path(args.sweep_dir))
+    _, url = read_sweep(Path(args.sweep_dir), args.storage)
     try:
         import optuna_dashboard
     except ImportError:

@@ -188,6 +188,16 @@ class Dataset:
             cache[name] = eval_batches(self.split(name), self.tokenizer)
         return cache[name]
 
+    def with_split(self, split_seed: int) -> "Dataset":
+        """The same examples split with another seed (this dataset if it already is); kept for reuse across runs."""
+        if split_seed == self.split_seed:
+            return self
+        cache = self.__dict__.setdefault("_other_splits", {})
+        if split_seed not in cache:
+            train, val, test = split_words(self.words, split_seed)
+            cache[split_seed] = Dataset(self.path, self.sha256, self.words, self.tokenizer, train, val, test, split_seed)
+        return cache[split_seed]
+
     def microgpt_docs(self, rng: random.Random) -> list[str]:
         """microgpt.py's training order: every example, shuffled by the given Python RNG."""
         docs = list(self.words)

@@ -15,10 +15,12 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
-def stop_requests() -> Iterator[threading.Event]:
+def stop_requests(escalate: bool = True) -> Iterator[threading.Event]:
     """An Event set by the first SIGINT/SIGTERM while the block runs; the previous handlers come back after it.
 
-    Outside the main thread (where Python cannot install handlers) the event is returned but never set.
+    With escalate, a second signal raises KeyboardInterrupt; without (sweep workers, which get the terminal's SIGINT
+    and their parent's SIGTERM for one Ctrl-C), later signals are ignored. Outside the main thread (where Python
+    cannot install handlers) the event is returned but never set.
     """
     requested = threading.Event()
     if threading.current_thread() is not threading.main_thread():
@@ -28,7 +30,9 @@ def stop_requests() -> Iterator[threading.Event]:
 
     def handle(signum, frame):  # noqa: ARG001 - signal handler signature
         if requested.is_set():
-            raise KeyboardInterrupt
+            if escalate:
+                raise KeyboardInterrupt
+            return
         requested.set()
         requested.signal = signal.Signals(signum).name  # type: ignore[attr-defined]
 

@@ -6,9 +6,14 @@ each is claimed by exactly one worker; random/TPE trials sample a configuration 
 objective is the run's best val loss; test loss is stored beside it and never read by the search.
 
 sweeps/<name>/
-  plan.json     the plan as resolved          storage.txt   the Optuna storage URL
+  plan.json     the plan as resolved          storage.txt   the Optuna storage URL, without its password
   journal.log   the default storage           results.csv   one row per finished run, rewritten after each
   runs/<run>/   one run directory per run (the layout of rundir.py)
+  workers/      one lock file per live worker (how a journal sweep tells a dead worker from a live one)
+
+Nothing is stranded: a run whose worker died (killed, crashed, its machine lost) is failed and queued again, found by
+the worker's presence lock (journal) or by Optuna's heartbeats (databases); workers with nothing to claim wait for
+runs in flight and redo those whose worker dies. A sweep ends by comparing its records with its plan.
 """
 
 from __future__ import annotations
@@ -22,16 +27,23 @@ import json
 import math
 import multiprocessing as mp
 import os
+import shutil
+import signal
 import socket
 import statistics
 import sys
+import threading
 import time
 import traceback
+import urllib.parse
+import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .config import ModelConfig, TrainConfig, UsageError, resolve
 from .data import Dataset, load_dataset
+from .interrupt import stop_requests
 from .plan import Dimension, Plan, config_id, plan_from_dict
 from .rundir import run_config, write_atomic, write_json, write_run
 from .sample import sample_names, tag_names
@@ -48,48 +60,133 @@ HOST = socket.gethostname()
 
 # ---------------------------------------------------------------------------------------------------------- storage
 
+HEARTBEAT_S = 15   # RDB storages: a worker records a heartbeat for its run this often (seconds)
+GRACE_BEATS = 4    # ... and a run whose heartbeat is this many intervals old belongs to a dead worker
+
+
 def default_storage(sweep_dir: Path) -> str:
     return f"journal:{(Path(sweep_dir) / 'journal.log').resolve()}"
 
 
-def open_storage(url: str):
-    """An Optuna storage for url: 'journal:PATH' (a journal file) or any SQLAlchemy URL Optuna accepts."""
+def open_storage(url: str, heartbeat: int | None = None, say: Callable[[str], None] | None = None):
+    """An Optuna storage for url: 'journal:PATH' (a journal file) or any SQLAlchemy URL Optuna accepts.
+
+    A journal whose last line was torn by a crash is repaired first (repair_journal). For a database, heartbeat
+    (seconds) turns on Optuna's heartbeats: workers record one per run, and a run silent for GRACE_BEATS intervals is
+    stale, which is how a worker that died on any machine is told from a live one. A password missing from the URL
+    comes from PGPASSWORD or ~/.pgpass, as libpq reads them.
+    """
     import optuna
 
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
+        path = url[len("journal:"):]
+        repair_journal(Path(path), say or (lambda line: None))
+        return optuna.storages.JournalStorage(JournalFileBackend(path))
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    beats: dict[str, Any] = {}
+    if heartbeat:
+        beats = {"heartbeat_interval": heartbeat, "grace_period": GRACE_BEATS * heartbeat}
     last = None
     for attempt in range(5):  # machines starting together race on creating Optuna's schema: retry
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            with warnings.catch_warnings():  # heartbeat_interval is flagged experimental; we use it on purpose
+                warnings.simplefilter("ignore")
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **beats)
         except Exception as err:  # sqlalchemy errors; a bad URL or an unreachable server
             last = err
             if "already exists" not in str(err) and "duplicate key" not in str(err):
                 break
             time.sleep(0.5 * (attempt + 1))
-    first_line = str(last).strip().splitlines()[0] if str(last).strip() else type(last).__name__
-    raise UsageError(f"cannot open storage {redact(url)}: {first_line}") from None
+    text = str(last).strip()
+    first_line = scrub(text.splitlines()[0], url) if text else type(last).__name__
+    hint = ""
+    if "password" in text.lower() and not _password(url):
+        hint = "; the password is never stored: set PGPASSWORD, add it to ~/.pgpass, or pass --storage URL again"
+    raise UsageError(f"cannot open storage {redact(url)}: {first_line}{hint}") from None
+
+
+def repair_journal(path: Path, say: Callable[[str], None]) -> None:
+    """Set aside a torn last line of an Optuna journal (a crash mid-write), keeping its bytes in a side file.
+
+    Optuna would append the next record onto the partial line and fail to read the journal from then on. Done under
+    Optuna's own journal lock, so a writer in another process is never cut.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        with open(path, "rb+") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - 1))
+            if fh.read(1) == b"\n":
+                return
+            fh.seek(0)
+            data = fh.read()
+            keep = data.rfind(b"\n") + 1
+            side = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+            write_atomic(side, data[keep:])
+            fh.truncate(keep)
+            fh.flush()
+            os.fsync(fh.fileno())
+        say(f"repair {path}: its last line was torn by a crash; {size - keep} bytes set aside in {side.name}")
+    finally:
+        lock.release()
+
+
+def _password(url: str) -> str | None:
+    """The password a database URL carries, in its user info or as ?password=; None without one."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        return urllib.parse.unquote(parts.password)
+    query = urllib.parse.parse_qs(parts.query).get("password")
+    return query[0] if query else None
 
 
 def redact(url: str) -> str:
-    """url without its password."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        if ":" in creds:
-            return f"{scheme}://{creds.split(':')[0]}:***@{host}"
-    return url
+    """url with its password (in the user info or as ?password=) masked: safe to print."""
+    return _mask(url, "***")
+
+
+def storable(url: str) -> str:
+    """url without its password: what storage.txt keeps. Reopening it takes the password from PGPASSWORD or
+    ~/.pgpass (libpq reads both) or from --storage URL given again."""
+    return _mask(url, None)
+
+
+def _mask(url: str, mask: str | None) -> str:
+    if "://" not in url:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{mask}@{host}" if mask else f"{user}@{host}"
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if any(k == "password" for k, _ in query):
+        kept = [(k, mask) for k, v in query if k == "password" and mask] + [(k, v) for k, v in query if k != "password"]
+        query = kept
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, urllib.parse.urlencode(query, safe="*"),
+                                    parts.fragment))
+
+
+def scrub(text: str, url: str) -> str:
+    """text with url's password replaced wherever it appears (driver errors may quote the URL or the password)."""
+    secret = _password(url)
+    return text.replace(secret, "***") if secret else text
 
 
 @contextlib.contextmanager
 def sweep_lock(sweep_dir: Path, url: str, name: str) -> Iterator[None]:
-    """Serialise claim and enqueue steps: a file lock among this machine's workers, plus a PostgreSQL advisory lock
-    among machines when the storage is PostgreSQL."""
+    """Serialise claim, enqueue and recovery steps: a file lock among this machine's workers, plus a PostgreSQL
+    advisory lock among machines when the storage is PostgreSQL."""
     lock_path = Path(sweep_dir) / ".lock"
     with open(lock_path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -120,6 +217,131 @@ def _pg_lock(url: str, name: str) -> Iterator[None]:
         finally:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": f"microgpt-sweep:{name}"})
             conn.commit()
+
+
+# --------------------------------------------------------------------------------------------- workers and liveness
+
+_WORKER_ID: str | None = None
+
+
+def worker_id() -> str:
+    """This process's name in the storage: host, pid and a random part, so two machines with one hostname, or a
+    recycled pid, never pass for each other."""
+    global _WORKER_ID
+    if _WORKER_ID is None or not _WORKER_ID.startswith(f"{HOST}-{os.getpid()}-"):
+        _WORKER_ID = f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return _WORKER_ID
+
+
+@contextlib.contextmanager
+def presence(sweep_dir: Path) -> Iterator[str]:
+    """Hold this worker's presence lock (sweeps/<name>/workers/<id>.lock) while it works; the kernel drops it when
+    the process dies, however it dies, which is how a journal sweep tells a dead worker from a live one."""
+    wid = worker_id()
+    folder = Path(sweep_dir) / "workers"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{wid}.lock"
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield wid
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            path.unlink(missing_ok=True)
+
+
+def _present(sweep_dir: Path, wid: str) -> bool:
+    """Whether worker wid still holds its presence lock (flock locks belong to an open file, so this answers
+    truly even in the worker's own process)."""
+    path = Path(sweep_dir) / "workers" / f"{wid}.lock"
+    try:
+        fh = open(path, "r")
+    except FileNotFoundError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
+def heartbeat_enabled(study) -> bool:
+    return bool(getattr(study._storage, "get_heartbeat_interval", lambda: None)())
+
+
+@contextlib.contextmanager
+def heartbeat(study, trial) -> Iterator[None]:
+    """Record the trial's heartbeat every interval while the block runs (database storages with heartbeats on)."""
+    if not heartbeat_enabled(study):
+        yield
+        return
+    storage, interval = study._storage, study._storage.get_heartbeat_interval()
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(interval):
+            try:
+                storage.record_heartbeat(trial._trial_id)
+            except Exception:  # a dropped connection: the next beat retries; a long silence makes the run stale
+                pass
+
+    thread = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{trial.number}")
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def dead_runs(study, sweep_dir: Path) -> list:
+    """RUNNING trials whose worker is gone. Call under sweep_lock: claims name their worker under it, so a RUNNING
+    trial with no worker named was claimed by a process that died before it could."""
+    from optuna.trial import TrialState
+
+    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    if not running:
+        return []
+    stale: set[int] = set()
+    if heartbeat_enabled(study):
+        stale = set(study._storage._get_stale_trial_ids(study._study_id))  # Optuna's own test of the heartbeats
+    dead = []
+    for t in running:
+        wid = t.user_attrs.get("worker")
+        if wid is None or t._trial_id in stale or (not heartbeat_enabled(study) and not _present(sweep_dir, wid)):
+            dead.append(t)
+    return dead
+
+
+def requeue(study, trial, state: str, reason: str) -> None:
+    """Record trial as `state` (failed: its worker died; interrupted: its worker was stopped) and queue its point
+    again, with the same seed, for the next worker."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial._trial_id, "state", state)
+        storage.set_trial_user_attr(trial._trial_id, "error", reason)
+        storage.set_trial_user_attr(trial._trial_id, "redone", True)
+        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        return  # another process finished or recovered it first
+    params = dict(trial.params) or trial.system_attrs.get("fixed_params", {})
+    study.enqueue_trial(params, user_attrs={k: trial.user_attrs[k] for k in ("seed", "seed_index", "config")
+                                            if k in trial.user_attrs})
+
+
+def recover(study, plan: Plan, sweep_dir: Path, url: str) -> int:
+    """Fail and queue again every run whose worker died (on any machine). Returns how many."""
+    with sweep_lock(sweep_dir, url, plan.name):
+        dead = dead_runs(study, sweep_dir)
+        for t in dead:
+            who = t.user_attrs.get("worker") or "a worker that died while claiming it"
+            requeue(study, t, "failed", f"worker {who} died mid-run; redone")
+    return len(dead)
 
 
 def make_sampler(plan: Plan, seed: int | None = None):
@@ -153,7 +375,8 @@ def make_pruner(plan: Plan, base_train: TrainConfig):
     return optuna.pruners.NopPruner()
 
 
-def load_study(plan: Plan, url: str, base_train: TrainConfig | None = None, seed: int | None = None):
+def load_study(plan: Plan, url: str, base_train: TrainConfig | None = None, seed: int | None = None,
+               heartbeat: int | None = None, say: Callable[[str], None] | None = None):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -163,15 +386,21 @@ def load_study(plan: Plan, url: str, base_train: TrainConfig | None = None, seed
         except UsageError:  # the base alone may be incomplete (e.g. its points supply a valid n_head)
             base_train = TrainConfig()
     return optuna.create_study(
-        study_name=plan.name, storage=open_storage(url), sampler=make_sampler(plan, worker_seed() if seed is None else seed),
+        study_name=plan.name, storage=open_storage(url, heartbeat, say),
+        sampler=make_sampler(plan, worker_seed() if seed is None else seed),
         pruner=make_pruner(plan, base_train), direction="minimize", load_if_exists=True,
     )
 
 
 # ------------------------------------------------------------------------------------------------------------ setup
 
-def prepare(plan: Plan, root: Path, storage: str | None) -> tuple[Path, str]:
-    """Check the storage, then create (or reopen) sweeps/<name>/ with plan.json and storage.txt, and the study."""
+def prepare(plan: Plan, root: Path, storage: str | None, heartbeat: int = HEARTBEAT_S,
+            say: Callable[[str], None] | None = None) -> tuple[Path, str]:
+    """Check the storage, then create (or reopen) sweeps/<name>/ with plan.json and storage.txt, and the study.
+
+    The study keeps the heartbeat (seconds) it was created with as its user attribute heartbeat_s, so every machine
+    that joins it judges liveness alike. storage.txt never holds a password.
+    """
     sweep_dir = Path(root) / plan.name
     url = storage or default_storage(sweep_dir)
     if not url.startswith("journal:"):
@@ -185,10 +414,12 @@ def prepare(plan: Plan, root: Path, storage: str | None) -> tuple[Path, str]:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "runs").mkdir(exist_ok=True)
     write_json(plan_path, plan.to_dict())
-    write_atomic(sweep_dir / "storage.txt", url + "\n")
-    study = load_study(plan, url)
+    write_atomic(sweep_dir / "storage.txt", storable(url) + "\n")
+    study = load_study(plan, url, say=say)
     if "plan" not in study.user_attrs:
         study.set_user_attr("plan", plan.to_dict())
+    if "heartbeat_s" not in study.user_attrs:
+        study.set_user_attr("heartbeat_s", heartbeat)
     return sweep_dir, url
 
 
@@ -198,27 +429,10 @@ def _comparable(plan_dict: dict) -> dict:
 
 
 def reconcile(study, plan: Plan, sweep_dir: Path, url: str) -> dict[str, int]:
-    """Fail runs whose worker on this host died and enqueue them again; enqueue grid points x seeds not yet present."""
-    from optuna.trial import TrialState
-
-    storage = study._storage  # the public BaseStorage API of the study's own storage
-    counts = {"redone": 0, "enqueued": 0}
-    with sweep_lock(sweep_dir, url, plan.name):
-        trials = study.get_trials(deepcopy=False)
-        for t in trials:
-            if t.state != TrialState.RUNNING or t.user_attrs.get("host") != HOST:
-                continue
-            pid = t.user_attrs.get("pid")
-            if pid is None or _alive(pid):
-                continue
-            storage.set_trial_user_attr(t._trial_id, "state", "failed")
-            storage.set_trial_user_attr(t._trial_id, "error", f"worker pid {pid} on {HOST} died mid-run; redone")
-            storage.set_trial_user_attr(t._trial_id, "redone", True)
-            storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-            study.enqueue_trial(dict(t.params) or t.system_attrs.get("fixed_params", {}),
-                                user_attrs={k: t.user_attrs[k] for k in ("seed", "seed_index", "config") if k in t.user_attrs})
-            counts["redone"] += 1
-        if plan.mode == "grid":
+    """Fail and queue again the runs of dead workers (any machine); enqueue grid points x seeds not yet present."""
+    counts = {"redone": recover(study, plan, sweep_dir, url), "enqueued": 0}
+    if plan.mode == "grid":
+        with sweep_lock(sweep_dir, url, plan.name):
             present = {(t.user_attrs.get("config"), t.user_attrs.get("seed")) for t in study.get_trials(deepcopy=False)
                        if not t.user_attrs.get("redone")}
             for params in plan.grid_configs():
@@ -230,19 +444,19 @@ def reconcile(study, plan: Plan, sweep_dir: Path, url: str) -> dict[str, int]:
     return counts
 
 
-def _alive(pid: int) -> bool:
-    """Whether process pid on this host still runs (a zombie, killed but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
+def missing_runs(study, plan: Plan) -> list[str]:
+    """What the plan asks for that no finished record answers, in words (empty when the sweep is complete)."""
+    rows = trial_rows(study)
+    if plan.mode == "grid":
+        done = {(r["config"], r["seed"]) for r in rows}
+        missing = []
+        for params in plan.grid_configs():
+            cid = config_id(params)
+            settings = " ".join(f"{k}={_short(v)}" for k, v in params.items())
+            missing += [f"{cid} ({settings}) seed {s}" for s in plan.seeds if (cid, s) not in done]
+        return missing
+    short = plan.total_runs() - len(rows)
+    return [f"{short} of {plan.total_runs()} runs"] if short > 0 else []
 
 
 # ----------------------------------------------------------------------------------------------------------- worker
@@ -276,7 +490,8 @@ def _suggest_dimension(trial, d: Dimension):
 
 
 def claim(study, plan: Plan, sweep_dir: Path, url: str, grid_choices: dict[str, list]):
-    """The next run to do, as (trial, params), or None when the plan is used up. Serialised by sweep_lock."""
+    """The next run to do, as (trial, params), or None when nothing is left to claim. Serialised by sweep_lock, and
+    the trial names its worker (and, on a database, records its first heartbeat) before the lock is let go."""
     from optuna.trial import TrialState
 
     with sweep_lock(sweep_dir, url, plan.name):
@@ -289,8 +504,11 @@ def claim(study, plan: Plan, sweep_dir: Path, url: str, grid_choices: dict[str, 
             if started >= (plan.trials or 0):
                 return None
         trial = study.ask()
+        trial.set_user_attr("worker", worker_id())
         trial.set_user_attr("host", HOST)
         trial.set_user_attr("pid", os.getpid())
+        if heartbeat_enabled(study):
+            study._storage.record_heartbeat(trial._trial_id)
         params = _suggest(trial, plan, grid_choices)
         if "seed" not in trial.user_attrs:  # a fresh random/TPE configuration: first seed here, the others queued
             cid = config_id(params)
@@ -303,9 +521,27 @@ def claim(study, plan: Plan, sweep_dir: Path, url: str, grid_choices: dict[str, 
 
 
 def execute(
-    trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path, train_fn: Callable | None = None
+    trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path, train_fn: Callable | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> str:
-    """Run one trial: build its configs, train, record the run directory, tell Optuna. Returns the run's state."""
+    """Run one trial: build its configs, train on its own split, record the run directory, tell Optuna. Returns the
+    run's state; "interrupted" (should_stop said so) records nothing and queues the point again; "superseded" when
+    the trial was declared dead meanwhile (no heartbeat for the grace period) and queued again by another worker."""
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    try:
+        return _execute(trial, params, plan, data, sweep_dir, train_fn, should_stop)
+    except UpdateFinishedTrialError:
+        # The rerun replaces this record; its run directory stays, marked, so nothing is silently mixed in.
+        run_dir = Path(sweep_dir) / "runs" / trial.user_attrs.get("run", f"{trial.number:04d}")
+        if run_dir.is_dir():
+            write_atomic(run_dir / "SUPERSEDED", "this run's trial was declared dead before it finished and was redone\n")
+        return "superseded"
+
+
+def _execute(trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path, train_fn: Callable | None,
+             should_stop: Callable[[], bool] | None) -> str:
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     from .train import train as default_train
@@ -325,6 +561,7 @@ def execute(
         trial.set_user_attr("values", {k: overrides.get(k) for k in overrides})
         trial.study.tell(trial, state=TrialState.FAIL)
         return "invalid"
+    data = data.with_split(cfg.split_seed)  # every run trains and is measured on the split its record names
     values = {**dataclasses.asdict(model_cfg), **dataclasses.asdict(cfg)}
     values.pop("extra", None)
     trial.set_user_attr("values", values)
@@ -337,8 +574,12 @@ def execute(
         trial.report(val, step)
         return trial.should_prune()
 
+    kwargs = {"should_stop": should_stop} if should_stop is not None else {}
     try:
-        model, result = train_fn(model_cfg, cfg, data, on_eval=on_eval)
+        with heartbeat(trial.study, trial):
+            model, result = train_fn(model_cfg, cfg, data, on_eval=on_eval, **kwargs)
+    except UpdateFinishedTrialError:
+        raise
     except Exception as err:  # a run that raises is recorded as failed; the sweep goes on
         trial.set_user_attr("state", "failed")
         trial.set_user_attr("error", f"{type(err).__name__}: {err}".splitlines()[0][:500])
@@ -346,6 +587,10 @@ def execute(
         trial.set_user_attr("run_dir", f"runs/{run}")
         trial.study.tell(trial, state=TrialState.FAIL)
         return "failed"
+    if result.state == "interrupted":
+        shutil.rmtree(run_dir, ignore_errors=True)
+        requeue(trial.study, trial, "interrupted", f"interrupted after step {result.steps_done}; queued again")
+        return "interrupted"
     state = {"complete": "complete", "stopped": "pruned", "diverged": "diverged"}[result.state]
     names: list[tuple[str, str]] = []
     if result.best_val is not None and cfg.samples:
@@ -374,31 +619,66 @@ def _json_safe(d: dict) -> dict:
 
 
 def work(study, plan: Plan, data: Dataset, sweep_dir: Path, url: str, train_fn: Callable | None = None,
-         max_runs: int | None = None) -> int:
-    """A worker's loop: claim, run, record, export, until the plan is used up. Returns the runs it did."""
+         max_runs: int | None = None, should_stop: Callable[[], bool] | None = None, poll: float = 1.0) -> int:
+    """A worker's loop: claim, run, record, export, until every run of the plan is recorded. Returns the runs it did.
+
+    With nothing left to claim it does not leave while runs are in flight elsewhere: it waits, and redoes any whose
+    worker dies (on this machine or another), so no point is stranded. should_stop() ends the loop after the current
+    step of the current run, which is queued again.
+    """
+    from optuna.trial import TrialState
+
     grid_choices = _grid_choices(plan)
+    stopping = should_stop or (lambda: False)
     done = 0
-    while max_runs is None or done < max_runs:
-        claimed = claim(study, plan, sweep_dir, url, grid_choices)
-        if claimed is None:
-            break
-        trial, params = claimed
-        execute(trial, params, plan, data, sweep_dir, train_fn)
-        done += 1
-        with sweep_lock(sweep_dir, url, plan.name):
-            export_results(study, sweep_dir)
+    with presence(sweep_dir):
+        while (max_runs is None or done < max_runs) and not stopping():
+            claimed = claim(study, plan, sweep_dir, url, grid_choices)
+            if claimed is None:
+                if recover(study, plan, sweep_dir, url):
+                    continue
+                if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    break
+                time.sleep(poll)
+                continue
+            trial, params = claimed
+            state = execute(trial, params, plan, data, sweep_dir, train_fn, should_stop)
+            if state not in ("interrupted", "superseded"):
+                done += 1
+            with sweep_lock(sweep_dir, url, plan.name):
+                export_results(study, sweep_dir)
     return done
 
 
-def _worker_entry(plan_dict: dict, sweep_dir: str, url: str, data_path: str | None) -> None:
-    """A worker process: one torch thread, data and torch loaded once, then runs until the plan is used up."""
+def _worker_entry(plan_dict: dict, sweep_dir: str, url: str, data_path: str | None, heartbeat: int) -> None:
+    """A worker process: one torch thread, data and torch loaded once, then runs until the plan is used up.
+
+    Ctrl-C or SIGTERM: the run in flight stops after its step and is queued again. A system failure (a full disk)
+    ends the worker with one line and exit code 1; its run is redone when the sweep is run again.
+    """
     import torch
 
     torch.set_num_threads(1)
-    plan = plan_from_dict(plan_dict, "plan.json")
-    data = load_dataset(data_path, plan.base.get("split_seed", TrainConfig.split_seed))
-    study = load_study(plan, url)
-    work(study, plan, data, Path(sweep_dir), url)
+    try:
+        with stop_requests(escalate=False) as stop:
+            plan = plan_from_dict(plan_dict, "plan.json")
+            data = load_dataset(data_path, plan.base.get("split_seed", TrainConfig.split_seed))
+            study = load_study(plan, url, heartbeat=heartbeat)
+            poll = min(5.0, heartbeat / 2) if not url.startswith("journal:") else 1.0
+            work(study, plan, data, Path(sweep_dir), url, should_stop=stop.is_set, poll=poll)
+    except OSError as err:
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        sys.stderr.write(f"worker {worker_id()}: {err.strerror or err}{where}: stopped; rerun the same command "
+                         "once that is fixed, and its run is redone\n")
+        sys.exit(1)
+    except Exception as err:  # the worker's own failure, not a run's: one line here, the traceback in a file
+        log = Path(sweep_dir) / "workers" / f"{worker_id()}.err"
+        with contextlib.suppress(OSError):
+            log.parent.mkdir(exist_ok=True)
+            log.write_text(traceback.format_exc())
+        sys.stderr.write(f"worker {worker_id()}: {type(err).__name__}: {scrub(str(err), url).splitlines()[0] if str(err) else ''} "
+                         f"(traceback in {log}); rerun the same command to redo its run\n")
+        sys.exit(1)
 
 
 # ---------------------------------------------------------------------------------------------------------- records
@@ -409,8 +689,8 @@ def trial_rows(study) -> list[dict]:
 
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
-            continue
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) or t.user_attrs.get("redone"):
+            continue  # a run redone after its worker died or was stopped is recorded by its rerun
         ua = t.user_attrs
         state = ua.get("state") or {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(t.state, "failed")
         row: dict[str, Any] = {"run": ua.get("run", f"{t.number:04d}"), "trial": t.number, "config": ua.get("config", ""),
@@ -444,23 +724,34 @@ def export_results(study, sweep_dir: Path) -> int:
     return len(rows)
 
 
-def read_sweep(sweep_dir: Path) -> tuple[Plan, str]:
-    """(plan, storage URL) of an existing sweep directory."""
+def read_sweep(sweep_dir: Path, storage: str | None = None) -> tuple[Plan, str]:
+    """(plan, storage URL) of an existing sweep directory; storage (the URL with its password) overrides storage.txt,
+    which holds none."""
     sweep_dir = Path(sweep_dir)
     if not (sweep_dir / "plan.json").is_file() or not (sweep_dir / "storage.txt").is_file():
         raise UsageError(f"{sweep_dir} is not a sweep directory (no plan.json / storage.txt)")
     plan = plan_from_dict(json.loads((sweep_dir / "plan.json").read_text()), str(sweep_dir / "plan.json"))
-    return plan, (sweep_dir / "storage.txt").read_text().strip()
+    stored = (sweep_dir / "storage.txt").read_text().strip()
+    if storage and storable(storage) != stored:
+        raise UsageError(f"--storage {redact(storage)} is not this sweep's storage ({stored})")
+    return plan, storage or stored
 
 
 # ------------------------------------------------------------------------------------------------------------- run
 
 def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_path: str | None,
-              progress: bool | None = None, say: Callable[[str], None] = print) -> dict[str, int]:
-    """Run (or resume, or join) a sweep with `workers` processes on this machine. Returns run counts by state."""
+              progress: bool | None = None, say: Callable[[str], None] = print,
+              heartbeat: int = HEARTBEAT_S) -> dict[str, Any]:
+    """Run (or resume, or join) a sweep with `workers` processes on this machine.
+
+    Returns run counts by state, plus "missing" (the plan's points with no finished record, in words), "died"
+    (workers that exited abnormally) and "interrupted" (Ctrl-C/SIGTERM stopped it); a caller exits non-zero unless the
+    first two are empty and the last False.
+    """
     data = load_dataset(data_path or plan.data, plan.base.get("split_seed", TrainConfig.split_seed))  # fail early
-    sweep_dir, url = prepare(plan, root, storage)
-    study = load_study(plan, url)
+    sweep_dir, url = prepare(plan, root, storage, heartbeat, say=say)
+    heartbeat = int(load_study(plan, url).user_attrs["heartbeat_s"])
+    study = load_study(plan, url, heartbeat=heartbeat)
     fixed = reconcile(study, plan, sweep_dir, url)
     total = plan.total_runs()
     say(f"sweep  {plan.name}: {plan.mode}, {total} runs ({len(plan.seeds)} seed{'s' * (len(plan.seeds) > 1)} each), "
@@ -468,10 +759,8 @@ def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_pa
     if fixed["redone"]:
         say(f"resume {fixed['redone']} run(s) left running by a dead worker are marked failed and queued again")
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker_entry, args=(plan.to_dict(), str(sweep_dir), url, data.path), daemon=False)
-             for _ in range(workers)]
-    for p in procs:
-        p.start()
+    procs = [ctx.Process(target=_worker_entry, args=(plan.to_dict(), str(sweep_dir), url, data.path, heartbeat),
+                         daemon=False) for _ in range(workers)]
     seen: set[int] = {r["trial"] for r in trial_rows(study)}
     bar = None
     if progress if progress is not None else sys.stderr.isatty():
@@ -480,27 +769,39 @@ def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_pa
         bar = tqdm(total=total, initial=len(seen), unit="run", dynamic_ncols=True)
         say = bar.write
     best = None
+    interrupted = False
     try:
-        while True:
-            alive = any(p.is_alive() for p in procs)
-            for row in trial_rows(study):
-                if row["trial"] in seen:
-                    continue
-                seen.add(row["trial"])
-                say(run_line(row, plan))
-                if row["state"] == "complete" and row["val_loss"] not in ("", None):
-                    best = row["val_loss"] if best is None else min(best, row["val_loss"])
-                if bar is not None:
-                    bar.update(1)
-                    if best is not None:
-                        bar.set_postfix_str(f"best val {best:.4f}")
-            if not alive:
-                break
-            time.sleep(0.5)
-    except KeyboardInterrupt:
+        with stop_requests() as stop:
+            for p in procs:
+                p.start()
+            while True:
+                alive = any(p.is_alive() for p in procs)
+                if stop.is_set() and not interrupted:
+                    interrupted = True
+                    say("stop   finishing the current step of each run in flight and queuing it again "
+                        "(Ctrl-C again to kill the workers)")
+                    for p in procs:
+                        if p.is_alive():
+                            os.kill(p.pid, signal.SIGTERM)  # a worker that already got the terminal's SIGINT ignores it
+                for row in trial_rows(study):
+                    if row["trial"] in seen:
+                        continue
+                    seen.add(row["trial"])
+                    say(run_line(row, plan))
+                    if row["state"] == "complete" and row["val_loss"] not in ("", None):
+                        best = row["val_loss"] if best is None else min(best, row["val_loss"])
+                    if bar is not None:
+                        bar.update(1)
+                        if best is not None:
+                            bar.set_postfix_str(f"best val {best:.4f}")
+                if not alive:
+                    break
+                time.sleep(0.5)
+    except KeyboardInterrupt:  # the second Ctrl-C: kill the workers; their runs are redone on the next run
         for p in procs:
-            p.terminate()
-        raise
+            if p.is_alive():
+                p.kill()
+        interrupted = True
     finally:
         if bar is not None:
             bar.close()
@@ -509,10 +810,10 @@ def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_pa
     with sweep_lock(sweep_dir, url, plan.name):
         rows_n = export_results(study, sweep_dir)
     rows = trial_rows(study)
-    counts = {s: sum(1 for r in rows if r["state"] == s) for s in STATES}
-    died = [p.exitcode for p in procs if p.exitcode not in (0, None)]
-    say(f"done   {rows_n} runs recorded: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-        + (f" | {len(died)} worker(s) exited abnormally: run the same command again to redo their runs" if died else ""))
+    counts: dict[str, Any] = {s: sum(1 for r in rows if r["state"] == s) for s in STATES}
+    died = [p.exitcode for p in procs if p.exitcode not in (0, None)] if not interrupted else []
+    missing = missing_runs(study, plan)
+    say(f"done   {rows_n} runs recorded: " + (", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"))
     complete = [r for r in rows if r["state"] == "complete"]
     if complete:
         by_config: dict[str, list[float]] = {}
@@ -523,6 +824,15 @@ def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_pa
         settings = " ".join(f"{k}={example[k]}" for k in plan.swept)
         say(f"best   config {cid} ({settings}): val {statistics.fmean(vals):.4f} mean of {len(vals)}")
     say(f"csv    {sweep_dir / 'results.csv'}")
+    if interrupted:
+        say(f"stop   interrupted with {len(missing) if plan.mode == 'grid' else (missing[0] if missing else 'no')} "
+            f"run(s) to do: run the same command again to resume")
+    elif missing or died:
+        shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
+        say("incomplete " + (f"{len(died)} worker(s) exited abnormally (exit codes {died}); " if died else "")
+            + (f"missing: {shown}" if missing else "every point is recorded")
+            + ": run the same command again to redo what is missing")
+    counts.update(missing=missing, died=died, interrupted=interrupted)
     return counts
 
 
