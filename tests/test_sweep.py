@@ -382,6 +382,8 @@ def test_workers_on_two_processes_share_one_postgres_study(tmp_path, names_path,
     study = optuna.load_study(study_name=name, storage=postgres_url)
     rows = trial_rows(study)
     assert len(rows) == 6 and all(r["state"] == "complete" for r in rows)
+    # one hostname, two live machines: neither took the other's runs for dead
+    assert not any(t.user_attrs.get("redone") for t in study.trials) and len(study.trials) == 6
     assert len({(r["config"], r["seed"]) for r in rows}) == 6
     local = len(list((tmp_path / "a" / name / "runs").iterdir())) + len(list((tmp_path / "b" / name / "runs").iterdir()))
     assert local == 6
@@ -410,3 +412,69 @@ def test_dashboard_serves_the_study(tmp_path, names_data):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def pg_study(url: str, name: str):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=url)
+
+
+@pytest.mark.slow
+def test_a_worker_dead_on_another_machine_is_redone_by_the_machine_that_joins(tmp_path, names_path, postgres_url):
+    name = f"dead{os.getpid()}{int(time.time())}"
+    grid = ["--grid", "lr=0.002,0.004,0.006", "-s", "300", "--eval-every", "100", "--samples", "0"]
+    a = run_cli_sweep(tmp_path / "a", names_path, *grid, "--workers", "1", "--name", name, "--storage", postgres_url,
+                      "--heartbeat", "1", start_new_session=True)
+    victim, deadline = None, time.time() + 120
+    while victim is None and time.time() < deadline:
+        try:
+            running = [t for t in pg_study(postgres_url, name).trials if t.state.name == "RUNNING"]
+            victim = running[0] if running and "worker" in running[0].user_attrs else None
+        except KeyError:
+            pass
+        time.sleep(0.2)
+    assert victim is not None
+    os.killpg(a.pid, signal.SIGKILL)  # machine A is gone: its main process and its worker, no goodbye
+    a.communicate(timeout=30)
+    b = run_cli_sweep(tmp_path / "b", names_path, "--join", name, "--storage", postgres_url, "--workers", "1")
+    out, _ = b.communicate(timeout=300)
+    assert b.returncode == 0, out
+    rows = trial_rows(pg_study(postgres_url, name))
+    assert sorted(r["lr"] for r in rows) == [0.002, 0.004, 0.006] and all(r["state"] == "complete" for r in rows)
+    dead = [t for t in pg_study(postgres_url, name).trials if t.user_attrs.get("redone")]
+    assert [t.number for t in dead] == [victim.number] and victim.user_attrs["worker"] in dead[0].user_attrs["error"]
+
+
+@pytest.mark.slow
+def test_the_database_password_is_never_written_or_printed(tmp_path, names_path, postgres_url):
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(postgres_url)  # the CI server trusts loopback, so any password is accepted: we only watch it
+    with_userinfo = postgres_url.replace(f"{parts.username}@", f"{parts.username}:pw-s3cret@")
+    with_query = postgres_url + "?password=q-s3cret"
+    for i, url in enumerate((with_userinfo, with_query)):
+        name = f"secret{i}{os.getpid()}{int(time.time())}"
+        proc = run_cli_sweep(tmp_path, names_path, "--grid", "lr=0.01,0.02", "-s", "5", "--eval-every", "5",
+                             "--samples", "0", "--name", name, "--storage", url)
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out
+        assert "s3cret" not in out and "***" in out
+        written = [p for p in (tmp_path / name).rglob("*") if p.is_file()]
+        assert written and not any(b"s3cret" in p.read_bytes() for p in written)
+        stored = (tmp_path / name / "storage.txt").read_text().strip()
+        assert stored.startswith("postgresql") and "password" not in stored
+        export = subprocess.run([sys.executable, "-m", "microgpt", "sweep", "export", str(tmp_path / name)],
+                                capture_output=True, text=True, timeout=120)
+        assert export.returncode == 0 and "2 runs" in export.stdout, export.stderr
+
+
+def test_urls_are_redacted_and_stored_without_password():
+    from microgpt.sweep import redact, scrub, storable
+
+    assert redact("postgresql://u:p%40ss@h:5/db") == "postgresql://u:***@h:5/db"
+    assert storable("postgresql://u:p%40ss@h:5/db") == "postgresql://u@h:5/db"
+    assert redact("postgresql://u@h/db?sslmode=require&password=zz") == "postgresql://u@h/db?password=***&sslmode=require"
+    assert storable("postgresql://u@h/db?password=zz&sslmode=require") == "postgresql://u@h/db?sslmode=require"
+    assert scrub('FATAL: password "p@ss" rejected', "postgresql://u:p%40ss@h/db") == 'FATAL: password "***" rejected'
+    assert redact("journal:/x/journal.log") == storable("journal:/x/journal.log") == "journal:/x/journal.log"
