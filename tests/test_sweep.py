@@ -478,3 +478,18 @@ def test_urls_are_redacted_and_stored_without_password():
     assert storable("postgresql://u@h/db?password=zz&sslmode=require") == "postgresql://u@h/db?sslmode=require"
     assert scrub('FATAL: password "p@ss" rejected', "postgresql://u:p%40ss@h/db") == 'FATAL: password "***" rejected'
     assert redact("journal:/x/journal.log") == storable("journal:/x/journal.log") == "journal:/x/journal.log"
+
+
+def test_a_sweep_over_split_seeds_trains_each_run_on_its_own_split(tmp_path, capsys, names_data, names_path):
+    base = {"steps": 30, "eval_every": 30, "samples": 0}
+    _, sweep_dir, _ = in_process(tmp_path, names_data, {"name": "splits", "base": base, "grid": {"split_seed": [1, 3407]}})
+    rows = {r["split_seed"]: r for r in read_csv(sweep_dir / "results.csv")}
+    assert rows["1"]["val_loss"] != rows["3407"]["val_loss"]
+    for split_seed, row in rows.items():
+        config = json.loads((sweep_dir / row["run_dir"] / "config.json").read_text())
+        assert config["train"]["split_seed"] == config["data"]["split_seed"] == int(split_seed)
+    code, _, err = cli(capsys, "train", "-s", "30", "--eval-every", "30", "--samples", "0", "--seed", "0",
+                       "--split-seed", "1", "--data", str(names_path), "--out-dir", str(tmp_path), "--name", "one")
+    assert code == 0, err
+    alone = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert float(rows["1"]["val_loss"]) == alone["val_loss"] and float(rows["1"]["test_loss"]) == alone["test_loss"]
