@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .config import UsageError
+from .files import write_atomic
 
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/988aa59/names.txt"
 NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
@@ -66,9 +67,7 @@ def _download(url: str, dest: Path, sha256: str) -> None:
     if digest != sha256:
         raise ValueError(f"sha256 {digest} != expected {sha256}")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, dest)
+    write_atomic(dest, payload)
 
 
 def load_words(path: str | os.PathLike) -> list[str]:

@@ -26,18 +26,11 @@ import torch
 from . import __version__
 from .config import ModelConfig, TrainConfig, UsageError, from_dict, to_dict
 from .data import Dataset, Tokenizer
+from .files import write_atomic
 from .model import GPT
 from .train import RunResult
 
 METRICS_FIELDS = ("step", "lr", "loss", "val_loss", "elapsed_s")
-
-
-def write_atomic(path: Path, payload: bytes | str) -> None:
-    """Write to a temporary sibling, then rename: readers see the old file or the new one, never a part."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(payload.encode() if isinstance(payload, str) else payload)
-    os.replace(tmp, path)
 
 
 def write_json(path: Path, obj: Any) -> None:
