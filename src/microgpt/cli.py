@@ -4,6 +4,7 @@ sets thread counts and makes run directories."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import sys
@@ -226,8 +227,8 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.num < 1:
         raise UsageError(f"-n must be >= 1, got {args.num}")
-    if not args.temperature > 0:
-        raise UsageError(f"-t must be > 0, got {args.temperature}")
+    if not 0 < args.temperature < math.inf:
+        raise UsageError(f"-t must be a finite number > 0, got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     run_dir = Path(args.run_dir)

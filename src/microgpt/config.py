@@ -6,6 +6,7 @@ Defaults are Karpathy's microgpt.py (Feb 2026): one layer, 16 wide, 4 heads, Ada
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise UsageError on a configuration no model can be built from."""
+        _check_finite(self)
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -99,6 +101,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise UsageError on settings that cannot train."""
+        _check_finite(self)
         for name in ("steps", "batch_size", "eval_every", "log_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -152,6 +155,15 @@ class TrainConfig:
         _check_choice("autocast", self.autocast, AUTOCASTS)
         if self.autocast != "off" and (self.parity or self.dtype != "float32"):
             raise UsageError(f"--autocast {self.autocast} needs float32 weights and no --parity; pass --autocast off")
+
+
+def _check_finite(cfg: ModelConfig | TrainConfig) -> None:
+    # every float setting is a rate, probability, scale or loss, so inf or nan is never meant; the range checks let
+    # inf through where only a lower bound is checked (lr > 0) and nan where a check is written as a rejection (eps < 0)
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{f.name} must be a finite number, got {value!r}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -66,7 +66,7 @@ def coerce(name: str, value: Any) -> Any:
                 if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
                     raise ValueError
                 return text.lower() in ("true", "1", "yes", "on")
-            return kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
+            value = kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
         except ValueError:
             raise UsageError(f"setting {name!r} needs a {kind.__name__}, got {value!r}") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -75,6 +75,8 @@ def coerce(name: str, value: Any) -> Any:
         return int(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise UsageError(f"setting {name!r} needs a {kind.__name__}, got {value!r}")
+    if kind is float and not math.isfinite(value):  # caught here, before the sweep creates runs that are all invalid
+        raise UsageError(f"setting {name!r} needs a finite number, got {value!r}")
     return value
 
 
