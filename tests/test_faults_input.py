@@ -2,8 +2,10 @@
 system failed), never a traceback, never a half-written file or run directory, never an unbounded allocation."""
 
 import dataclasses
+import json
 import math
 import os
+import subprocess
 
 import pytest
 
@@ -95,3 +97,76 @@ def test_sweep_rejects_a_non_finite_setting_before_writing(tmp_path, capsys, tin
     code, _, err = run(capsys, "sweep", *argv, "--data", tiny_file, "--out-dir", tmp_path / "sweeps")
     assert code == 2 and one_line(err) and message in err, err
     assert not (tmp_path / "sweeps").exists()
+
+
+# ------------------------------------------------------------------------------------------- out dir and run names
+
+def tree(root) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_out_dir_that_is_a_file(tmp_path, capsys, tiny_file, command):
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a directory\n")
+    extra = ["-s", "2"] if command == "train" else ["--grid", "lr=0.01", "-s", "2"]
+    for out_dir in (blocker, blocker / "deeper"):
+        before = tree(tmp_path)
+        code, _, err = run(capsys, command, *extra, "--data", tiny_file, "--out-dir", out_dir)
+        assert code == 2 and one_line(err), err
+        assert f"{blocker} is a file, not a directory" in err and "--out-dir" in err
+        assert tree(tmp_path) == before and blocker.read_text() == "not a directory\n"
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory even root cannot write to: a read-only tmpfs mounted on it."""
+    path = tmp_path / "ro"
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_read_only_out_dir(capsys, tiny_file, read_only_dir, command):
+    extra = ["-s", "2"] if command == "train" else ["--grid", "lr=0.01", "-s", "2"]
+    for out_dir in (read_only_dir, read_only_dir / "sub"):
+        code, _, err = run(capsys, command, *extra, "--data", tiny_file, "--out-dir", out_dir)
+        assert code == 2 and one_line(err), err
+        assert f"cannot create {command if command == 'sweep' else 'run'} directory under" in err
+        assert "Read-only file system; pass --out-dir to a writable directory" in err
+    assert list(read_only_dir.iterdir()) == []
+
+
+BAD_NAMES = ["a/b/c", "../escape", "ABS", ".", "..", "", ".hidden"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_train_name_must_be_one_plain_component(tmp_path, capsys, tiny_file, name):
+    name = str(tmp_path / "abs") if name == "ABS" else name
+    out_dir = tmp_path / "sub" / "runs"
+    code, _, err = run(capsys, "train", "--data", tiny_file, "-s", "2", "--out-dir", out_dir, "--name", name)
+    assert code == 2 and one_line(err), err
+    assert f"--name must be a plain directory name (no '/', not starting with '.'), got {name!r}" in err
+    assert tree(tmp_path) == ["tiny.txt"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_sweep_name_must_be_one_plain_component(tmp_path, capsys, tiny_file, name):
+    name = str(tmp_path / "abs") if name == "ABS" else name
+    out_dir = tmp_path / "sub" / "sweeps"
+    code, _, err = run(capsys, "sweep", "--grid", "lr=0.01", "-s", "2", "--data", tiny_file, "--out-dir", out_dir,
+                       "--name", name)
+    assert code == 2 and one_line(err), err
+    assert f"--name must be a plain directory name (no '/', not starting with '.'), got {name!r}" in err
+    plan = tmp_path / "plan.toml"
+    plan.write_text(f"name = {json.dumps(name)}\n[grid]\nlr = [0.01]\n")
+    code, _, err = run(capsys, "sweep", plan, "-s", "2", "--data", tiny_file, "--out-dir", out_dir)
+    assert code == 2 and one_line(err), err
+    assert f"the name in {plan} must be a plain directory name" in err
+    assert tree(tmp_path) == ["plan.toml", "tiny.txt"]

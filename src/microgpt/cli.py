@@ -15,6 +15,7 @@ import torch
 from .augment import augmentation_text, check_synthetic_source
 from .config import ACTIVATIONS, AUTOCASTS, DTYPES, INITS, NORMS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig, UsageError, resolve
 from .data import DATA_ENV, load_dataset
+from .files import check_dir_name, make_dir
 from .model import GPT
 from .rundir import load_checkpoint, new_run_dir, read_json, run_config, write_json, write_run
 from .sample import sample_names, sample_names_microgpt, tag_names, tag_shares
@@ -264,6 +265,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.name is not None:
+        check_dir_name(args.name, "--name")
     overrides = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
     sources = sum(bool(x) for x in (args.plan_args, args.join, args.refine, args.grid or args.space))
     if sources != 1:
@@ -308,7 +311,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     workers = args.workers or plan.workers
     if args.refine:
         target = Path(args.out_dir) / f"{plan.name}.toml"
-        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+        make_dir(args.out_dir, "sweep directory")
         target.write_text(plan_toml(plan))
         print(f"plan   {target} (refined around the top {args.top} of {args.refine})")
     run_sweep(plan, Path(args.out_dir), args.storage, workers, args.data)

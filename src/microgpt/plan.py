@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig, TrainConfig, UsageError
+from .files import check_dir_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -209,8 +210,9 @@ def plan_from_dict(raw: dict, source: str = "plan") -> Plan:
     if unknown:
         raise UsageError(f"unknown field(s) in {source}: {', '.join(unknown)}; known: {', '.join(sorted(PLAN_KEYS))}")
     name = raw.get("name")
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+    if not isinstance(name, str):
         raise UsageError(f"{source} needs a name (a plain directory name), got {name!r}")
+    check_dir_name(name, f"the name in {source}")
     mode = raw.get("mode", "grid")
     if mode not in MODES:
         raise UsageError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")

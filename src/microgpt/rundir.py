@@ -26,7 +26,7 @@ import torch
 from . import __version__
 from .config import ModelConfig, TrainConfig, UsageError, from_dict, to_dict
 from .data import Dataset, Tokenizer
-from .files import write_atomic
+from .files import cannot_create, check_dir_name, make_dir, write_atomic
 from .model import GPT
 from .train import RunResult
 
@@ -40,8 +40,10 @@ def write_json(path: Path, obj: Any) -> None:
 def new_run_dir(root: str | os.PathLike, name: str | None, prefix: str = "train") -> Path:
     """Create a fresh directory root/name (default prefix-YYYYmmdd-HHMMSS), suffixing -2, -3 ... if taken."""
     root = Path(root)
+    if name is not None:
+        check_dir_name(name, "--name")
     base = name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-    root.mkdir(parents=True, exist_ok=True)
+    make_dir(root, "run directory")
     for k in range(1, 10_000):
         path = root / (base if k == 1 else f"{base}-{k}")
         try:
@@ -49,6 +51,8 @@ def new_run_dir(root: str | os.PathLike, name: str | None, prefix: str = "train"
             return path
         except FileExistsError:
             continue
+        except OSError as err:  # a read-only or full disk
+            raise cannot_create("run directory", root, err) from None
     raise UsageError(f"could not create a run directory under {root} named {base}")
 
 

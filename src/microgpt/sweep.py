@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator
 
 from .config import ModelConfig, TrainConfig, UsageError, resolve
 from .data import Dataset, load_dataset
+from .files import make_dir
 from .plan import Dimension, Plan, config_id, plan_from_dict
 from .rundir import run_config, write_atomic, write_json, write_run
 from .sample import sample_names, tag_names
@@ -182,7 +183,7 @@ def prepare(plan: Plan, root: Path, storage: str | None) -> tuple[Path, str]:
         if _comparable(existing) != _comparable(plan.to_dict()):
             raise UsageError(f"sweep {sweep_dir} exists with a different plan: rerun the same plan to resume, "
                              "or pick another --name")
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(root, "sweep directory", plan.name)
     (sweep_dir / "runs").mkdir(exist_ok=True)
     write_json(plan_path, plan.to_dict())
     write_atomic(sweep_dir / "storage.txt", url + "\n")
