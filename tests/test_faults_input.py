@@ -12,6 +12,7 @@ import pytest
 from microgpt import files
 from microgpt.cli import main
 from microgpt.config import ModelConfig, TrainConfig, UsageError, resolve
+from microgpt.plan import plan_from_dict
 
 
 # ------------------------------------------------------------------------------------------------- atomic writes
@@ -170,3 +171,38 @@ def test_sweep_name_must_be_one_plain_component(tmp_path, capsys, tiny_file, nam
     assert code == 2 and one_line(err), err
     assert f"the name in {plan} must be a plain directory name" in err
     assert tree(tmp_path) == ["plan.toml", "tiny.txt"]
+
+
+# ----------------------------------------------------------------------------------------------------- plan shapes
+
+@pytest.mark.parametrize("raw, message", [
+    ({"grid": 5}, "grid in plan must be a table of settings ([grid] in TOML), got 5"),
+    ({"grid": [0.01]}, "grid in plan must be a table"),
+    ({"mode": "tpe", "trials": 2, "space": 5}, "space in plan must be a table of settings ([space] in TOML), got 5"),
+    ({"grid": {"lr": [0.01]}, "base": 5}, "base in plan must be a table of settings ([base] in TOML), got 5"),
+    ({"points": 5}, "points in plan must be a list of tables ([[points]] in TOML), got 5"),
+    ({"points": [5]}, "each [[points]] entry must be a non-empty table of settings, got 5"),
+    ({"grid": {"lr": [0.01]}, "preset": ["best"]}, "unknown preset ['best']"),
+    ({"grid": {"lr": [0.01]}, "data": 5}, "data in plan must be a file path (a string), got 5"),
+    ({"grid": {"lr": [0.01]}, "workers": True}, "workers must be an integer >= 1, got True"),
+    ({"mode": "tpe", "trials": 2, "space": {"lr": {"choices": 5}}}, "empty or malformed choices for 'lr': 5"),
+])
+def test_malformed_plan_fields_are_usage_errors(raw, message):
+    with pytest.raises(UsageError) as err:
+        plan_from_dict({"name": "x", **raw})
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("toml, message", [
+    ("name = 'x'\ngrid = 5\n", "grid in PLAN must be a table of settings ([grid] in TOML), got 5"),
+    ("name = 'x'\nbase = 5\n[grid]\nlr = [0.01]\n", "base in PLAN must be a table"),
+    ("name = 'x'\nmode = 'random'\ntrials = 2\nspace = 5\n", "space in PLAN must be a table"),
+    ("[grid]\nlr = [0.01]\n", "PLAN needs a name (a plain directory name), got None"),
+])
+def test_malformed_plan_file_is_one_line_exit_2(tmp_path, capsys, tiny_file, toml, message):
+    plan = tmp_path / "plan.toml"
+    plan.write_text(toml)
+    code, _, err = run(capsys, "sweep", plan, "-s", "2", "--data", tiny_file, "--out-dir", tmp_path / "sweeps")
+    assert code == 2 and one_line(err), err
+    assert message.replace("PLAN", str(plan)) in err
+    assert not (tmp_path / "sweeps").exists()

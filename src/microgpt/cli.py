@@ -299,9 +299,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         space: dict[str, str] = dict(parse_assignment(s, "--space") for s in args.space)
         raw = {"name": args.name or time.strftime("sweep-%Y%m%d-%H%M%S"),
                "mode": args.mode or ("tpe" if space else "grid"), "grid": grid, "space": space}
-    raw = {k: v for k, v in raw.items() if v not in (None, [], {})} | {"name": raw["name"]}
+    raw = {k: v for k, v in raw.items() if v not in (None, [], {})} | {"name": raw.get("name")}
     if not args.join:
-        raw["base"] = {**raw.get("base", {}), **overrides}
+        base = raw.get("base", {})
+        raw["base"] = {**base, **overrides} if isinstance(base, dict) else base  # plan_from_dict rejects a non-table
         for key in ("mode", "trials", "seeds", "pruner", "preset"):
             if getattr(args, key) is not None:
                 raw[key] = getattr(args, key)

@@ -107,7 +107,7 @@ def parse_dimension(name: str, spec: Any) -> Dimension:
         raise UsageError(f"{name!r} cannot be searched: use the plan's seeds for seeds")
     if isinstance(spec, dict):
         if "choices" in spec:
-            spec = list(spec["choices"])
+            spec = spec["choices"]
         else:
             spec = f"{spec.get('low')}:{spec.get('high')}" + (":log" if spec.get("log") else "")
     if isinstance(spec, str) and ":" in spec:
@@ -230,17 +230,14 @@ def plan_from_dict(raw: dict, source: str = "plan") -> Plan:
     from .config import PRESETS
 
     preset = raw.get("preset")
-    if preset is not None and preset not in PRESETS:
+    if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
         raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    base_raw = raw.get("base", {})
-    if not isinstance(base_raw, dict):
-        raise UsageError(f"[base] must be a table of settings, got {base_raw!r}")
-    base = {k: coerce(k, v) for k, v in base_raw.items()}
+    base = {k: coerce(k, v) for k, v in _table(raw, "base", source).items()}
     if base.get("parity"):
         raise UsageError("parity runs cannot be swept: microgpt parity has no held-out split to choose on")
 
     grid: dict[str, list] = {}
-    for k, values in dict(raw.get("grid", {})).items():
+    for k, values in _table(raw, "grid", source).items():
         if k in NOT_SWEEPABLE:
             raise UsageError(f"{k!r} cannot be a grid dimension: use the plan's seeds for seeds")
         if isinstance(values, str):
@@ -249,11 +246,13 @@ def plan_from_dict(raw: dict, source: str = "plan") -> Plan:
             raise UsageError(f"empty grid for {k!r}: give at least one value")
         grid[k] = list(dict.fromkeys(coerce(k, v) for v in values))
     points = []
+    if not isinstance(raw.get("points", []), list):
+        raise UsageError(f"points in {source} must be a list of tables ([[points]] in TOML), got {raw['points']!r}")
     for p in raw.get("points", []):
         if not isinstance(p, dict) or not p:
             raise UsageError(f"each [[points]] entry must be a non-empty table of settings, got {p!r}")
         points.append({k: coerce(k, v) for k, v in p.items()})
-    space = tuple(parse_dimension(k, v) for k, v in dict(raw.get("space", {})).items())
+    space = tuple(parse_dimension(k, v) for k, v in _table(raw, "space", source).items())
 
     trials = raw.get("trials")
     if mode == "grid":
@@ -269,12 +268,22 @@ def plan_from_dict(raw: dict, source: str = "plan") -> Plan:
         if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
             raise UsageError(f"a {mode} plan needs trials = N (configurations to try), got {trials!r}")
     workers = raw.get("workers", 1)
-    if not isinstance(workers, int) or workers < 1:
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise UsageError(f"workers must be an integer >= 1, got {workers!r}")
     data = raw.get("data")
+    if data is not None and not isinstance(data, str):
+        raise UsageError(f"data in {source} must be a file path (a string), got {data!r}")
     return Plan(name=name, mode=mode, seeds=seeds, trials=trials if mode != "grid" else None, pruner=pruner,
                 preset=preset, base=base, grid=grid, points=tuple(points), space=space,
                 data=str(data) if data else None, workers=workers)
+
+
+def _table(raw: dict, key: str, source: str) -> dict:
+    """raw[key] if it is a table (a TOML [key] section); UsageError naming the key otherwise (e.g. `grid = 5`)."""
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise UsageError(f"{key} in {source} must be a table of settings ([{key}] in TOML), got {value!r}")
+    return value
 
 
 def load_plan_file(path: str | Path) -> dict:
