@@ -4,6 +4,7 @@ system failed), never a traceback, never a half-written file or run directory, n
 import dataclasses
 import json
 import math
+import socket
 import os
 import subprocess
 
@@ -206,3 +207,21 @@ def test_malformed_plan_file_is_one_line_exit_2(tmp_path, capsys, tiny_file, tom
     assert code == 2 and one_line(err), err
     assert message.replace("PLAN", str(plan)) in err
     assert not (tmp_path / "sweeps").exists()
+
+
+# ------------------------------------------------------------------------------------------------------- dashboard
+
+@pytest.mark.parametrize("port", ["0", "70000", "-1"])
+def test_dashboard_port_out_of_range(tmp_path, capsys, port):
+    code, _, err = run(capsys, "dashboard", tmp_path, "--port", port)
+    assert code == 2 and one_line(err) and f"--port must be in 1..65535, got {port}" in err
+
+
+def test_dashboard_port_in_use(tmp_path, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = run(capsys, "dashboard", tmp_path, "--port", port)
+    assert code == 2 and one_line(err), err
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use; pass another --port" in err

@@ -7,6 +7,7 @@ import argparse
 import math
 import os
 import random
+import socket
 import sys
 from pathlib import Path
 
@@ -319,9 +320,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_port_free(host: str, port: int) -> None:
+    """UsageError unless a server can listen on host:port, found out by binding it (the dashboard's server would die
+    with a traceback, after printing its address)."""
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port must be in 1..65535, got {port}")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as HTTP servers do: a closed port is free
+            s.bind((host, port))
+    except OSError as err:  # in use, or a host that is not this machine's
+        raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}; pass another --port "
+                         "(or --host)") from None
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from .sweep import open_storage, read_sweep
 
+    check_port_free(args.host, args.port)
     _, url = read_sweep(Path(args.sweep_dir))
     try:
         import optuna_dashboard
