@@ -1,18 +1,20 @@
 """Faults from input and from the disk: every one is a single line on stderr with exit 2 (bad input) or 1 (the
 system failed), never a traceback, never a half-written file or run directory, never an unbounded allocation."""
 
+import csv
 import dataclasses
 import json
 import math
-import socket
 import os
+import socket
 import subprocess
 
 import pytest
 
 from microgpt import files
 from microgpt.cli import main
-from microgpt.config import ModelConfig, TrainConfig, UsageError, resolve
+from microgpt.config import MAX_SAMPLES, ModelConfig, TrainConfig, UsageError, resolve
+from microgpt.data import load_words
 from microgpt.plan import plan_from_dict
 
 
@@ -225,3 +227,67 @@ def test_dashboard_port_in_use(tmp_path, capsys):
         code, _, err = run(capsys, "dashboard", tmp_path, "--port", port)
     assert code == 2 and one_line(err), err
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use; pass another --port" in err
+
+
+# ------------------------------------------------------------------------------------------ bounded by the input
+
+def test_a_line_longer_than_max_chars_is_refused_with_its_number(tmp_path):
+    path = tmp_path / "names.txt"
+    path.write_text("anna\n\nbob\n" + "x" * 10_000_000 + "\ncarl\n")  # the 10 MB line that once built a 160M model
+    with pytest.raises(UsageError) as err:
+        load_words(path)
+    assert str(err.value) == (f"data file {path} line 4 has 10,000,000 characters, more than --max-chars 64: fix the "
+                              "line, or pass --max-chars 10000000 if examples that long are meant")
+    assert load_words(path, max_chars=10_000_000)[-1] == "carl"
+    with pytest.raises(UsageError, match="--max-chars must be >= 1, got 0"):
+        load_words(path, max_chars=0)
+
+
+@pytest.fixture
+def long_file(tmp_path, tiny_file):
+    """The tiny dataset (20 lines) plus one 100-character example on line 21."""
+    path = tmp_path / "long.txt"
+    path.write_text(tiny_file.read_text() + "ab" * 50 + "\n")
+    return path
+
+
+def test_train_and_sample_honour_max_chars(tmp_path, capsys, long_file):
+    out_dir = tmp_path / "runs"
+    code, _, err = run(capsys, "train", "--data", long_file, "-s", "2", "--out-dir", out_dir)
+    assert code == 2 and one_line(err) and "line 21 has 100 characters, more than --max-chars 64" in err
+    assert not out_dir.exists()
+    code, _, err = run(capsys, "train", "--data", long_file, "-s", "2", "--samples", "2", "--out-dir", out_dir,
+                       "--name", "r", "--max-chars", "100")
+    assert code == 0, err
+    config = json.loads((out_dir / "r" / "config.json").read_text())
+    assert config["data"]["max_chars"] == 100 and config["model"]["block_size"] == 101
+    assert run(capsys, "sample", out_dir / "r", "-n", "2")[0] == 0  # reloads the data with the run's own limit
+    code, _, err = run(capsys, "sample", out_dir / "r", "-n", "2", "--max-chars", "50")
+    assert code == 2 and one_line(err) and "more than --max-chars 50" in err
+
+
+def test_ngram_honours_max_chars(capsys, long_file):
+    code, _, err = run(capsys, "ngram", "--data", long_file, "--order", "2")
+    assert code == 2 and one_line(err) and "line 21 has 100 characters" in err
+    code, out, err = run(capsys, "ngram", "--data", long_file, "--order", "2", "--max-chars", "100")
+    assert code == 0 and "loss   train" in out, err
+
+
+def test_sweep_workers_load_the_data_with_max_chars(tmp_path, capsys, long_file):
+    out_dir = tmp_path / "sweeps"
+    argv = ["sweep", "--grid", "lr=0.01", "-s", "2", "--eval-every", "2", "--samples", "0", "--name", "m",
+            "--data", long_file, "--out-dir", out_dir]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and one_line(err) and "line 21 has 100 characters" in err and not out_dir.exists()
+    code, out, err = run(capsys, *argv, "--max-chars", "100")
+    assert code == 0, out + err
+    rows = list(csv.DictReader((out_dir / "m" / "results.csv").open()))
+    assert [r["state"] for r in rows] == ["complete"] and rows[0]["block_size"] == "101"
+
+
+def test_samples_are_capped(tmp_path, capsys):
+    assert resolve({"samples": MAX_SAMPLES})[1].samples == MAX_SAMPLES
+    with pytest.raises(UsageError, match="samples must be at most 10,000 .* got 10,001"):
+        resolve({"samples": MAX_SAMPLES + 1})
+    code, _, err = run(capsys, "sample", tmp_path, "-n", MAX_SAMPLES + 1)
+    assert code == 2 and one_line(err) and "-n must be in 1..10,000, got 10,001" in err

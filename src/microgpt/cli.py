@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from .augment import augmentation_text, check_synthetic_source
-from .config import ACTIVATIONS, AUTOCASTS, DTYPES, INITS, NORMS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig, UsageError, resolve
-from .data import DATA_ENV, load_dataset
+from .config import (ACTIVATIONS, AUTOCASTS, DTYPES, INITS, MAX_SAMPLES, NORMS, OPTIMIZERS, PRESETS, SCHEDULES,
+                     TrainConfig, UsageError, resolve)
+from .data import DATA_ENV, MAX_CHARS, load_dataset
 from .files import check_dir_name, make_dir
 from .model import GPT
 from .rundir import load_checkpoint, new_run_dir, read_json, run_config, write_json, write_run
@@ -48,6 +49,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                    help=f"one example per line, UTF-8 (default: ${DATA_ENV}, else ~/.cache/microgpt/names.txt, "
                         "else download makemore's names.txt, sha256-checked)")
     g.add_argument("--split-seed", type=int, help="seed of PROTOCOL.md's split permutation (default 3407)")
+    g.add_argument("--max-chars", type=int, default=MAX_CHARS, metavar="N",
+                   help=f"longest example accepted, in characters (default {MAX_CHARS}): a longer line is an "
+                        "error, not a model sized to it")
     g = p.add_argument_group("model")
     g.add_argument("-e", "--n-embd", type=int, help="residual width (default 16)")
     g.add_argument("-y", "--n-layer", type=int, help="transformer blocks (default 1)")
@@ -166,6 +170,8 @@ def build_parser() -> Parser:
     p.add_argument("--top-k", type=int, help="sample from the k most likely tokens only")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--data", metavar="PATH", help="dataset for tagging (default: the one the run recorded)")
+    p.add_argument("--max-chars", type=int, metavar="N",
+                   help=f"longest example accepted in that dataset (default: the run's, else {MAX_CHARS})")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     return parser
 
@@ -184,7 +190,7 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     torch.set_num_threads(args.threads)
     overrides = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
     split_seed = overrides.get("split_seed", TrainConfig.split_seed)
-    data = load_dataset(args.data, split_seed)
+    data = load_dataset(args.data, split_seed, args.max_chars)
     model_cfg, cfg = resolve(overrides, args.preset, data.tokenizer.vocab_size, data.max_len + 1)
     data.check_block_size(model_cfg.block_size)
     check_synthetic_source(data, cfg)
@@ -227,8 +233,9 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    if args.num < 1:
-        raise UsageError(f"-n must be >= 1, got {args.num}")
+    if not 1 <= args.num <= MAX_SAMPLES:
+        raise UsageError(f"-n must be in 1..{MAX_SAMPLES:,}, got {args.num:,}; for more names, run again with another "
+                         "--seed")
     if not 0 < args.temperature < math.inf:
         raise UsageError(f"-t must be a finite number > 0, got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
@@ -241,7 +248,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     config = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
     data_path = args.data or config.get("data", {}).get("path")
     split_seed = config.get("data", {}).get("split_seed", TrainConfig.split_seed)
-    data = load_dataset(data_path, split_seed)
+    max_chars = config.get("data", {}).get("max_chars", MAX_CHARS) if args.max_chars is None else args.max_chars
+    data = load_dataset(data_path, split_seed, max_chars)
     generator = torch.Generator().manual_seed(args.seed)
     names = sample_names(model, tokenizer, args.num, args.temperature, args.top_k, generator)
     tags = tag_names(names, data.train, data.val + data.test)
@@ -316,7 +324,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         make_dir(args.out_dir, "sweep directory")
         target.write_text(plan_toml(plan))
         print(f"plan   {target} (refined around the top {args.top} of {args.refine})")
-    run_sweep(plan, Path(args.out_dir), args.storage, workers, args.data)
+    run_sweep(plan, Path(args.out_dir), args.storage, workers, args.data, args.max_chars)
     return 0
 
 

@@ -17,6 +17,7 @@ OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "muon")
 SCHEDULES = ("constant", "linear", "cosine", "exponential", "wsd")
 DTYPES = ("float32", "float64")
 AUTOCASTS = ("off", "bfloat16")
+MAX_SAMPLES = 10_000  # names one command generates: more is a typo, and each costs a forward pass per character
 
 
 class UsageError(ValueError):
@@ -110,6 +111,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise UsageError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.samples > MAX_SAMPLES:
+            raise UsageError(f"samples must be at most {MAX_SAMPLES:,} (names written to samples.txt), got "
+                             f"{self.samples:,}; for more, run `microgpt sample` on the run with several --seed values")
         if not self.lr > 0:
             raise UsageError(f"lr must be positive, got {self.lr!r}")
         if not 0 <= self.min_lr <= self.lr:

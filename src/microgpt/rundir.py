@@ -67,6 +67,7 @@ def run_config(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset, de
             "examples": len(data.words),
             "chars": "".join(data.tokenizer.chars),
             "split_seed": data.split_seed,
+            "max_chars": data.max_chars,
             "splits": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         },
         "device": device,

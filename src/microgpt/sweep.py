@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .config import ModelConfig, TrainConfig, UsageError, resolve
-from .data import Dataset, load_dataset
+from .data import MAX_CHARS, Dataset, load_dataset
 from .files import make_dir
 from .plan import Dimension, Plan, config_id, plan_from_dict
 from .rundir import run_config, write_atomic, write_json, write_run
@@ -391,13 +391,13 @@ def work(study, plan: Plan, data: Dataset, sweep_dir: Path, url: str, train_fn: 
     return done
 
 
-def _worker_entry(plan_dict: dict, sweep_dir: str, url: str, data_path: str | None) -> None:
+def _worker_entry(plan_dict: dict, sweep_dir: str, url: str, data_path: str | None, max_chars: int = MAX_CHARS) -> None:
     """A worker process: one torch thread, data and torch loaded once, then runs until the plan is used up."""
     import torch
 
     torch.set_num_threads(1)
     plan = plan_from_dict(plan_dict, "plan.json")
-    data = load_dataset(data_path, plan.base.get("split_seed", TrainConfig.split_seed))
+    data = load_dataset(data_path, plan.base.get("split_seed", TrainConfig.split_seed), max_chars)
     study = load_study(plan, url)
     work(study, plan, data, Path(sweep_dir), url)
 
@@ -457,9 +457,11 @@ def read_sweep(sweep_dir: Path) -> tuple[Plan, str]:
 # ------------------------------------------------------------------------------------------------------------- run
 
 def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_path: str | None,
-              progress: bool | None = None, say: Callable[[str], None] = print) -> dict[str, int]:
+              max_chars: int = MAX_CHARS, progress: bool | None = None,
+              say: Callable[[str], None] = print) -> dict[str, int]:
     """Run (or resume, or join) a sweep with `workers` processes on this machine. Returns run counts by state."""
-    data = load_dataset(data_path or plan.data, plan.base.get("split_seed", TrainConfig.split_seed))  # fail early
+    split_seed = plan.base.get("split_seed", TrainConfig.split_seed)
+    data = load_dataset(data_path or plan.data, split_seed, max_chars)  # fail early
     sweep_dir, url = prepare(plan, root, storage)
     study = load_study(plan, url)
     fixed = reconcile(study, plan, sweep_dir, url)
@@ -469,8 +471,8 @@ def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_pa
     if fixed["redone"]:
         say(f"resume {fixed['redone']} run(s) left running by a dead worker are marked failed and queued again")
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker_entry, args=(plan.to_dict(), str(sweep_dir), url, data.path), daemon=False)
-             for _ in range(workers)]
+    procs = [ctx.Process(target=_worker_entry, args=(plan.to_dict(), str(sweep_dir), url, data.path, max_chars),
+                         daemon=False) for _ in range(workers)]
     for p in procs:
         p.start()
     seen: set[int] = {r["trial"] for r in trial_rows(study)}
