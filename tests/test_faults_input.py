@@ -291,3 +291,32 @@ def test_samples_are_capped(tmp_path, capsys):
         resolve({"samples": MAX_SAMPLES + 1})
     code, _, err = run(capsys, "sample", tmp_path, "-n", MAX_SAMPLES + 1)
     assert code == 2 and one_line(err) and "-n must be in 1..10,000, got 10,001" in err
+
+
+# -------------------------------------------------------------------------------------------------- sweep records
+
+def test_results_csv_has_one_row_per_run_and_each_column_once(tmp_path, tiny_data):
+    from optuna.trial import TrialState
+
+    from microgpt.sweep import export_results, load_study, prepare, reconcile, work
+
+    plan = plan_from_dict({"name": "g", "seeds": 2, "base": {"steps": 2, "eval_every": 2, "samples": 0},
+                           "grid": {"lr": [0.01, 0.02]}})
+    sweep_dir, url = prepare(plan, tmp_path, None)
+    study = load_study(plan, url)
+    reconcile(study, plan, sweep_dir, url)
+    work(study, plan, tiny_data, sweep_dir, url)
+    # what reconcile leaves of a run whose worker died: failed, marked redone, and queued again (the rerun is above)
+    dead = study.ask()
+    for key, value in {"state": "failed", "error": "worker pid 1 on h died mid-run; redone", "redone": True,
+                       "seed": 1, "config": "abcdef", "run": "0009-abcdef-s1"}.items():
+        dead.set_user_attr(key, value)
+    study.tell(dead, state=TrialState.FAIL)
+    assert export_results(study, sweep_dir) == 4
+    with (sweep_dir / "results.csv").open(newline="") as fh:
+        header = next(csv.reader(fh))
+        fh.seek(0)
+        rows = list(csv.DictReader(fh))
+    assert len(header) == len(set(header)) and header[:6] == ["run", "trial", "config", "seed", "state", "error"]
+    assert [r["state"] for r in rows] == ["complete"] * 4
+    assert sorted((r["lr"], r["seed"]) for r in rows) == [("0.01", "0"), ("0.01", "1"), ("0.02", "0"), ("0.02", "1")]

@@ -42,7 +42,9 @@ RESULT_FIELDS = (
     "train_loss", "val_loss", "test_loss", "best_val", "best_val_step", "steps_done", "steps_to_target",
     "seconds_to_target", "wall_seconds", "train_seconds", "tokens_per_second", "stability", "n_params", "tier",
 )
-SETTING_FIELDS = tuple(f.name for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls) if f.name != "extra")
+# every config field but the run's seed, which has its own column beside the run's id
+SETTING_FIELDS = tuple(f.name for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls)
+                       if f.name not in ("extra", "seed"))
 CSV_FIELDS = ("run", "trial", "config", "seed", "state", "error", *SETTING_FIELDS, *RESULT_FIELDS, "run_dir")
 HOST = socket.gethostname()
 
@@ -405,12 +407,13 @@ def _worker_entry(plan_dict: dict, sweep_dir: str, url: str, data_path: str | No
 # ---------------------------------------------------------------------------------------------------------- records
 
 def trial_rows(study) -> list[dict]:
-    """One row per finished run (complete, pruned, diverged, invalid, failed), in trial order."""
+    """One row per finished run (complete, pruned, diverged, invalid, failed), in trial order. A run a dead worker
+    left behind and that was queued again (user attr `redone`) is not one: its rerun has the row."""
     from optuna.trial import TrialState
 
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) or t.user_attrs.get("redone"):
             continue
         ua = t.user_attrs
         state = ua.get("state") or {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(t.state, "failed")
