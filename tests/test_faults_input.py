@@ -320,3 +320,20 @@ def test_results_csv_has_one_row_per_run_and_each_column_once(tmp_path, tiny_dat
     assert len(header) == len(set(header)) and header[:6] == ["run", "trial", "config", "seed", "state", "error"]
     assert [r["state"] for r in rows] == ["complete"] * 4
     assert sorted((r["lr"], r["seed"]) for r in rows) == [("0.01", "0"), ("0.01", "1"), ("0.02", "0"), ("0.02", "1")]
+
+
+# ------------------------------------------------------------------------------------------------------ run records
+
+def test_a_run_trained_from_a_relative_data_path_samples_from_another_directory(tmp_path, capsys, monkeypatch,
+                                                                                 tiny_file):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "c").mkdir(parents=True)  # where ../tiny.txt names no file
+    monkeypatch.chdir(tmp_path / "a")
+    code, _, err = run(capsys, "train", "--data", os.path.join("..", tiny_file.name), "-s", "2", "--samples", "1",
+                       "--out-dir", tmp_path / "runs", "--name", "r")
+    assert code == 0, err
+    config = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
+    monkeypatch.chdir(tmp_path / "b" / "c")
+    code, out, err = run(capsys, "sample", tmp_path / "runs" / "r", "-n", "3")
+    assert code == 0 and len(out.splitlines()) == 4, err
+    assert config["data"]["path"] == str(tiny_file.resolve())

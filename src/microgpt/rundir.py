@@ -62,7 +62,7 @@ def run_config(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset, de
         "model": to_dict(model_cfg),
         "train": to_dict(train_cfg),
         "data": {
-            "path": data.path,
+            "path": str(Path(data.path).resolve()),  # absolute: `microgpt sample RUN_DIR` may run from elsewhere
             "sha256": data.sha256,
             "examples": len(data.words),
             "chars": "".join(data.tokenizer.chars),
