@@ -6,8 +6,11 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import socket
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -337,3 +340,44 @@ def test_a_run_trained_from_a_relative_data_path_samples_from_another_directory(
     code, out, err = run(capsys, "sample", tmp_path / "runs" / "r", "-n", "3")
     assert code == 0 and len(out.splitlines()) == 4, err
     assert config["data"]["path"] == str(tiny_file.resolve())
+
+
+class Payload:
+    """Unpickling this runs os.mkdir(target): what a malicious checkpoint does."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return os.mkdir, (self.target,)
+
+
+def test_a_checkpoint_holding_python_objects_is_refused_in_one_line(tmp_path, capsys):
+    import torch
+
+    run_dir, marker = tmp_path / "run", tmp_path / "pwned"
+    run_dir.mkdir()
+    torch.save({"model_config": {}, "chars": ["a"], "state_dict": Payload(marker)}, run_dir / "model.pt")
+    code, out, err = run(capsys, "sample", run_dir)
+    assert code == 2 and one_line(err) and out == "", err
+    assert err == (f"microgpt: error: cannot read checkpoint {run_dir / 'model.pt'}: it holds Python objects other "
+                   "than tensors, which microgpt refuses to unpickle (only load checkpoints you trust)\n")
+    assert "weights_only=False" not in err and not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip archive at all", b"PK\x03\x04 truncated"])
+def test_a_corrupt_checkpoint_is_one_line(tmp_path, capsys, content):
+    (tmp_path / "model.pt").write_bytes(content)
+    code, _, err = run(capsys, "sample", tmp_path)
+    assert code == 2 and one_line(err) and f"cannot read checkpoint {tmp_path / 'model.pt'}: " in err, err
+
+
+def test_a_foreign_pickle_is_one_line_from_the_shell(tmp_path):
+    # torch warns about the pickle protocol on stderr before refusing the file; pytest would swallow that warning
+    marker = tmp_path / "pwned"
+    (tmp_path / "model.pt").write_bytes(pickle.dumps({"state_dict": Payload(marker)}, protocol=4))
+    env = {**os.environ, "PYTHONPATH": str(Path(files.__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-m", "microgpt", "sample", str(tmp_path)], capture_output=True, text=True,
+                          env=env)
+    assert done.returncode == 2 and one_line(done.stderr), done.stderr
+    assert f"cannot read checkpoint {tmp_path / 'model.pt'}: " in done.stderr and not marker.exists()

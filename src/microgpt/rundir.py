@@ -15,9 +15,11 @@ import csv
 import io
 import json
 import os
+import pickle
 import platform
 import shlex
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +128,9 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[GPT, 
     if not path.is_file():
         raise UsageError(f"no checkpoint at {path}: pass a run directory that has model.pt")
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a foreign pickle's protocol before refusing it anyway
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location=device, weights_only=True)
         model_cfg = from_dict(ModelConfig, payload["model_config"])
         state = payload["state_dict"]
         dtype = next(iter(state.values())).dtype
@@ -134,10 +138,22 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[GPT, 
         model.load_state_dict(state)
     except UsageError:
         raise
-    except Exception as err:  # a truncated or foreign file: say which, not a traceback
-        raise UsageError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+    except Exception as err:  # a truncated or foreign file: say which in one line, not a traceback
+        raise UsageError(f"cannot read checkpoint {path}: {_load_failure(err)}") from None
     model.to(device).eval()
     return model, Tokenizer(tuple(payload["chars"])), payload
+
+
+def _load_failure(err: Exception) -> str:
+    """Why torch.load failed, in one line. Its weights-only refusal runs to six lines that advise weights_only=False,
+    which would run whatever code the file holds: the one advice we never give."""
+    text = str(err).strip()
+    if isinstance(err, pickle.UnpicklingError) and text.startswith("Weights only load failed"):
+        if "GLOBAL" in text:
+            return ("it holds Python objects other than tensors, which microgpt refuses to unpickle (only load "
+                    "checkpoints you trust)")
+        return "it is not a checkpoint of tensors (torch's weights-only unpickler refused it)"
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def read_json(path: Path) -> dict:
