@@ -381,3 +381,15 @@ def test_a_foreign_pickle_is_one_line_from_the_shell(tmp_path):
                           env=env)
     assert done.returncode == 2 and one_line(done.stderr), done.stderr
     assert f"cannot read checkpoint {tmp_path / 'model.pt'}: " in done.stderr and not marker.exists()
+
+
+def test_a_failing_disk_is_one_line_exit_1(tmp_path, capsys, monkeypatch, tiny_file):
+    from microgpt import rundir
+
+    def full(path, payload):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(rundir, "write_atomic", full)
+    code, _, err = run(capsys, "train", "--data", tiny_file, "-s", "2", "--out-dir", tmp_path / "runs", "--name", "r")
+    assert code == 1 and one_line(err), err
+    assert err == f"microgpt: error: [Errno 28] No space left on device: '{tmp_path / 'runs' / 'r' / 'config.json'}'\n"

@@ -383,3 +383,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `microgpt ... | head`: the reader left; everything was already written
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as err:  # the input was fine and the system failed (a full disk, a vanished directory): exit 1
+        sys.stderr.write(f"microgpt: error: {err}\n")
+        return 1
