@@ -21,6 +21,16 @@ from microgpt.data import load_words
 from microgpt.plan import plan_from_dict
 
 
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_line(err: str) -> bool:
+    return err.count("\n") == 1 and "Traceback" not in err
+
+
 # ------------------------------------------------------------------------------------------------- atomic writes
 
 @pytest.mark.parametrize("failing", ["fsync", "replace"])
@@ -53,16 +63,6 @@ def test_atomic_write_syncs_the_file_and_then_its_directory(tmp_path, monkeypatc
 
 
 # ------------------------------------------------------------------------------------------------ non-finite floats
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def one_line(err: str) -> bool:
-    return err.count("\n") == 1 and "Traceback" not in err
-
 
 FLOAT_FIELDS = [f.name for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls) if f.type == "float"]
 
