@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
-from microgpt.augment import AugmentedSampler, corrupt, ngram_names, synthetic_pool
+from microgpt.augment import AugmentedSampler, corrupt, ngram_names
 from microgpt.config import TrainConfig, UsageError, resolve
-from microgpt.data import BatchSampler, pack
+from microgpt.data import BatchSampler
 from microgpt.train import train
 
 BOS = 26

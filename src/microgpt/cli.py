@@ -4,19 +4,22 @@ sets thread counts and makes run directories."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import shutil
+import socket
 import sys
 from pathlib import Path
 
 import torch
 
 from .augment import augmentation_text, check_synthetic_source
-from .config import (ACTIVATIONS, AUTOCASTS, DTYPES, INITS, NORMS, OPTIMIZERS, PRESETS, SCHEDULES, ModelConfig,
-                     SystemFailure, TrainConfig, UsageError, from_dict, resolve)
+from .config import (ACTIVATIONS, AUTOCASTS, DTYPES, INITS, MAX_SAMPLES, NORMS, OPTIMIZERS, PRESETS, SCHEDULES,
+                     ModelConfig, SystemFailure, TrainConfig, UsageError, from_dict, resolve)
+from .data import DATA_ENV, MAX_CHARS, load_dataset
+from .files import check_dir_name, make_dir
 from .interrupt import stop_requests
-from .data import DATA_ENV, load_dataset
 from .model import GPT
 from .rundir import (RESUME_FILE, load_checkpoint, load_resume, new_run_dir, read_json, run_config, save_resume,
                      write_json, write_run)
@@ -49,6 +52,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                    help=f"one example per line, UTF-8 (default: ${DATA_ENV}, else ~/.cache/microgpt/names.txt, "
                         "else download makemore's names.txt, sha256-checked)")
     g.add_argument("--split-seed", type=int, help="seed of PROTOCOL.md's split permutation (default 3407)")
+    g.add_argument("--max-chars", type=int, default=MAX_CHARS, metavar="N",
+                   help=f"longest example accepted, in characters (default {MAX_CHARS}): a longer line is an "
+                        "error, not a model sized to it")
     g = p.add_argument_group("model")
     g.add_argument("-e", "--n-embd", type=int, help="residual width (default 16)")
     g.add_argument("-y", "--n-layer", type=int, help="transformer blocks (default 1)")
@@ -176,6 +182,8 @@ def build_parser() -> Parser:
     p.add_argument("--top-k", type=int, help="sample from the k most likely tokens only")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--data", metavar="PATH", help="dataset for tagging (default: the one the run recorded)")
+    p.add_argument("--max-chars", type=int, metavar="N",
+                   help=f"longest example accepted in that dataset (default: the run's, else {MAX_CHARS})")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     return parser
 
@@ -198,7 +206,7 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     if args.resume:
         return resume_train(args, argv, overrides)
     split_seed = overrides.get("split_seed", TrainConfig.split_seed)
-    data = load_dataset(args.data, split_seed)
+    data = load_dataset(args.data, split_seed, args.max_chars)
     model_cfg, cfg = resolve(overrides, args.preset, data.tokenizer.vocab_size, data.max_len + 1)
     data.check_block_size(model_cfg.block_size)
     check_synthetic_source(data, cfg)
@@ -238,7 +246,7 @@ def resume_train(args: argparse.Namespace, argv: list[str], overrides: dict) -> 
         data_path, split_seed, sha256 = config["data"]["path"], config["data"]["split_seed"], config["data"]["sha256"]
     except (KeyError, TypeError) as err:
         raise UsageError(f"{run_dir / 'config.json'} lacks {err}: it was not written by `microgpt train`") from None
-    data = load_dataset(data_path, split_seed)
+    data = load_dataset(data_path, split_seed, config["data"].get("max_chars", MAX_CHARS))
     if data.sha256 != sha256:
         raise UsageError(f"{data_path} changed since the run started (sha256 differs): resume needs the same data")
     device = resolve_device(args.device)
@@ -316,10 +324,11 @@ def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: Train
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    if args.num < 1:
-        raise UsageError(f"-n must be >= 1, got {args.num}")
-    if not args.temperature > 0:
-        raise UsageError(f"-t must be > 0, got {args.temperature}")
+    if not 1 <= args.num <= MAX_SAMPLES:
+        raise UsageError(f"-n must be in 1..{MAX_SAMPLES:,}, got {args.num:,}; for more names, run again with another "
+                         "--seed")
+    if not 0 < args.temperature < math.inf:
+        raise UsageError(f"-t must be a finite number > 0, got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     run_dir = Path(args.run_dir)
@@ -330,7 +339,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     config = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
     data_path = args.data or config.get("data", {}).get("path")
     split_seed = config.get("data", {}).get("split_seed", TrainConfig.split_seed)
-    data = load_dataset(data_path, split_seed)
+    max_chars = config.get("data", {}).get("max_chars", MAX_CHARS) if args.max_chars is None else args.max_chars
+    data = load_dataset(data_path, split_seed, max_chars)
     generator = torch.Generator().manual_seed(args.seed)
     names = sample_names(model, tokenizer, args.num, args.temperature, args.top_k, generator)
     tags = tag_names(names, data.train, data.val + data.test)
@@ -355,6 +365,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.name is not None:
+        check_dir_name(args.name, "--name")
     overrides = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
     sources = sum(bool(x) for x in (args.plan_args, args.join, args.refine, args.grid or args.space))
     if sources != 1:
@@ -387,9 +399,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         space: dict[str, str] = dict(parse_assignment(s, "--space") for s in args.space)
         raw = {"name": args.name or time.strftime("sweep-%Y%m%d-%H%M%S"),
                "mode": args.mode or ("tpe" if space else "grid"), "grid": grid, "space": space}
-    raw = {k: v for k, v in raw.items() if v not in (None, [], {})} | {"name": raw["name"]}
+    raw = {k: v for k, v in raw.items() if v not in (None, [], {})} | {"name": raw.get("name")}
     if not args.join:
-        raw["base"] = {**raw.get("base", {}), **overrides}
+        base = raw.get("base", {})
+        raw["base"] = {**base, **overrides} if isinstance(base, dict) else base  # plan_from_dict rejects a non-table
         for key in ("mode", "trials", "seeds", "pruner", "preset"):
             if getattr(args, key) is not None:
                 raw[key] = getattr(args, key)
@@ -399,20 +412,37 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     workers = args.workers or plan.workers
     if args.refine:
         target = Path(args.out_dir) / f"{plan.name}.toml"
-        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+        make_dir(args.out_dir, "sweep directory")
         target.write_text(plan_toml(plan))
         print(f"plan   {target} (refined around the top {args.top} of {args.refine})")
     if args.heartbeat < 1:
         raise UsageError(f"--heartbeat must be >= 1 second, got {args.heartbeat}")
-    outcome = run_sweep(plan, Path(args.out_dir), args.storage, workers, args.data, heartbeat=args.heartbeat)
+    outcome = run_sweep(plan, Path(args.out_dir), args.storage, workers, args.data, args.max_chars,
+                        heartbeat=args.heartbeat)
     if outcome["interrupted"]:
         return 130
     return 1 if outcome["missing"] or outcome["died"] else 0
 
 
+def check_port_free(host: str, port: int) -> None:
+    """UsageError unless a server can listen on host:port, found out by binding it (the dashboard's server would die
+    with a traceback, after printing its address)."""
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port must be in 1..65535, got {port}")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as HTTP servers do: a closed port is free
+            s.bind((host, port))
+    except OSError as err:  # in use, or a host that is not this machine's
+        raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}; pass another --port "
+                         "(or --host)") from None
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from .sweep import open_storage, read_sweep
 
+    check_port_free(args.host, args.port)
     _, url = read_sweep(Path(args.sweep_dir), args.storage)
     try:
         import optuna_dashboard

@@ -6,6 +6,7 @@ Defaults are Karpathy's microgpt.py (Feb 2026): one layer, 16 wide, 4 heads, Ada
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "muon")
 SCHEDULES = ("constant", "linear", "cosine", "exponential", "wsd")
 DTYPES = ("float32", "float64")
 AUTOCASTS = ("off", "bfloat16")
+MAX_SAMPLES = 10_000  # names one command generates: more is a typo, and each costs a forward pass per character
 
 
 class UsageError(ValueError):
@@ -47,6 +49,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise UsageError on a configuration no model can be built from."""
+        _check_finite(self)
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -104,6 +107,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise UsageError on settings that cannot train."""
+        _check_finite(self)
         for name in ("steps", "batch_size", "eval_every", "log_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -112,6 +116,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise UsageError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.samples > MAX_SAMPLES:
+            raise UsageError(f"samples must be at most {MAX_SAMPLES:,} (names written to samples.txt), got "
+                             f"{self.samples:,}; for more, run `microgpt sample` on the run with several --seed values")
         if not self.lr > 0:
             raise UsageError(f"lr must be positive, got {self.lr!r}")
         if not 0 <= self.min_lr <= self.lr:
@@ -157,6 +164,15 @@ class TrainConfig:
         _check_choice("autocast", self.autocast, AUTOCASTS)
         if self.autocast != "off" and (self.parity or self.dtype != "float32"):
             raise UsageError(f"--autocast {self.autocast} needs float32 weights and no --parity; pass --autocast off")
+
+
+def _check_finite(cfg: ModelConfig | TrainConfig) -> None:
+    # every float setting is a rate, probability, scale or loss, so inf or nan is never meant; the range checks let
+    # inf through where only a lower bound is checked (lr > 0) and nan where a check is written as a rejection (eps < 0)
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{f.name} must be a finite number, got {value!r}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -7,6 +7,7 @@ beyond the tail of a row, and the model sees each name exactly as if it were alo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -18,11 +19,15 @@ from pathlib import Path
 import torch
 
 from .config import UsageError
+from .files import write_atomic
 
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/988aa59/names.txt"
 NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
 DATA_ENV = "MICROGPT_DATA"
 MIN_EXAMPLES = 10  # the smallest file whose splits are non-empty: 1 test, 1 val, 8 train
+# Longest example accepted, in characters. The context is sized to the longest example, so one stray 10 MB line would
+# ask for a 10M-position model (160M parameters at the default width); names.txt's longest is 15.
+MAX_CHARS = 64
 
 
 def cache_path() -> Path:
@@ -66,13 +71,14 @@ def _download(url: str, dest: Path, sha256: str) -> None:
     if digest != sha256:
         raise ValueError(f"sha256 {digest} != expected {sha256}")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, dest)
+    write_atomic(dest, payload)
 
 
-def load_words(path: str | os.PathLike) -> list[str]:
-    """The file's lines, stripped, empty ones dropped, order kept; UsageError on anything that is not such a file."""
+def load_words(path: str | os.PathLike, max_chars: int = MAX_CHARS) -> list[str]:
+    """The file's lines, stripped, empty ones dropped, order kept; UsageError on anything that is not such a file, or
+    on a line longer than max_chars."""
+    if max_chars < 1:
+        raise UsageError(f"--max-chars must be >= 1, got {max_chars}")
     path = Path(path)
     if not path.exists():
         raise UsageError(f"data file not found: {path} (pass --data PATH to a one-example-per-line text file)")
@@ -88,6 +94,11 @@ def load_words(path: str | os.PathLike) -> list[str]:
         line = raw[: err.start].count(b"\n") + 1
         raise UsageError(f"data file {path} is not UTF-8 (byte 0x{raw[err.start]:02x} on line {line}): re-encode it as UTF-8") from None
     words = [line.strip() for line in text.splitlines()]
+    for lineno, word in enumerate(words, start=1):
+        if len(word) > max_chars:
+            raise UsageError(f"data file {path} line {lineno} has {len(word):,} characters, more than --max-chars "
+                             f"{max_chars}: fix the line, or pass --max-chars {len(word)} if examples that long are "
+                             "meant")
     words = [w for w in words if w]
     if not words:
         raise UsageError(f"data file {path} is empty or whitespace-only: it needs one example per line")
@@ -156,6 +167,7 @@ class Dataset:
     val: list[str]
     test: list[str]
     split_seed: int
+    max_chars: int = MAX_CHARS  # the longest example load_words accepted (sampling a run reloads its data with it)
 
     @functools.cached_property
     def max_len(self) -> int:
@@ -195,7 +207,7 @@ class Dataset:
         cache = self.__dict__.setdefault("_other_splits", {})
         if split_seed not in cache:
             train, val, test = split_words(self.words, split_seed)
-            cache[split_seed] = Dataset(self.path, self.sha256, self.words, self.tokenizer, train, val, test, split_seed)
+            cache[split_seed] = dataclasses.replace(self, train=train, val=val, test=test, split_seed=split_seed)
         return cache[split_seed]
 
     def microgpt_docs(self, rng: random.Random) -> list[str]:
@@ -205,10 +217,10 @@ class Dataset:
         return docs
 
 
-def load_dataset(path: str | os.PathLike | None = None, split_seed: int = 3407) -> Dataset:
+def load_dataset(path: str | os.PathLike | None = None, split_seed: int = 3407, max_chars: int = MAX_CHARS) -> Dataset:
     """Resolve, read, tokenize and split the dataset."""
     resolved = resolve_data_path(path)
-    words = load_words(resolved)
+    words = load_words(resolved, max_chars)
     train, val, test = split_words(words, split_seed)
     return Dataset(
         path=str(resolved),
@@ -219,6 +231,7 @@ def load_dataset(path: str | os.PathLike | None = None, split_seed: int = 3407) 
         val=val,
         test=test,
         split_seed=split_seed,
+        max_chars=max_chars,
     )
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig, TrainConfig, UsageError
+from .files import check_dir_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,7 +67,7 @@ def coerce(name: str, value: Any) -> Any:
                 if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
                     raise ValueError
                 return text.lower() in ("true", "1", "yes", "on")
-            return kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
+            value = kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
         except ValueError:
             raise UsageError(f"setting {name!r} needs a {kind.__name__}, got {value!r}") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -75,6 +76,8 @@ def coerce(name: str, value: Any) -> Any:
         return int(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise UsageError(f"setting {name!r} needs a {kind.__name__}, got {value!r}")
+    if kind is float and not math.isfinite(value):  # caught here, before the sweep creates runs that are all invalid
+        raise UsageError(f"setting {name!r} needs a finite number, got {value!r}")
     return value
 
 
@@ -104,7 +107,7 @@ def parse_dimension(name: str, spec: Any) -> Dimension:
         raise UsageError(f"{name!r} cannot be searched: use the plan's seeds for seeds")
     if isinstance(spec, dict):
         if "choices" in spec:
-            spec = list(spec["choices"])
+            spec = spec["choices"]
         else:
             spec = f"{spec.get('low')}:{spec.get('high')}" + (":log" if spec.get("log") else "")
     if isinstance(spec, str) and ":" in spec:
@@ -207,8 +210,9 @@ def plan_from_dict(raw: dict, source: str = "plan") -> Plan:
     if unknown:
         raise UsageError(f"unknown field(s) in {source}: {', '.join(unknown)}; known: {', '.join(sorted(PLAN_KEYS))}")
     name = raw.get("name")
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+    if not isinstance(name, str):
         raise UsageError(f"{source} needs a name (a plain directory name), got {name!r}")
+    check_dir_name(name, f"the name in {source}")
     mode = raw.get("mode", "grid")
     if mode not in MODES:
         raise UsageError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
@@ -226,17 +230,14 @@ def plan_from_dict(raw: dict, source: str = "plan") -> Plan:
     from .config import PRESETS
 
     preset = raw.get("preset")
-    if preset is not None and preset not in PRESETS:
+    if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
         raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    base_raw = raw.get("base", {})
-    if not isinstance(base_raw, dict):
-        raise UsageError(f"[base] must be a table of settings, got {base_raw!r}")
-    base = {k: coerce(k, v) for k, v in base_raw.items()}
+    base = {k: coerce(k, v) for k, v in _table(raw, "base", source).items()}
     if base.get("parity"):
         raise UsageError("parity runs cannot be swept: microgpt parity has no held-out split to choose on")
 
     grid: dict[str, list] = {}
-    for k, values in dict(raw.get("grid", {})).items():
+    for k, values in _table(raw, "grid", source).items():
         if k in NOT_SWEEPABLE:
             raise UsageError(f"{k!r} cannot be a grid dimension: use the plan's seeds for seeds")
         if isinstance(values, str):
@@ -245,11 +246,13 @@ def plan_from_dict(raw: dict, source: str = "plan") -> Plan:
             raise UsageError(f"empty grid for {k!r}: give at least one value")
         grid[k] = list(dict.fromkeys(coerce(k, v) for v in values))
     points = []
+    if not isinstance(raw.get("points", []), list):
+        raise UsageError(f"points in {source} must be a list of tables ([[points]] in TOML), got {raw['points']!r}")
     for p in raw.get("points", []):
         if not isinstance(p, dict) or not p:
             raise UsageError(f"each [[points]] entry must be a non-empty table of settings, got {p!r}")
         points.append({k: coerce(k, v) for k, v in p.items()})
-    space = tuple(parse_dimension(k, v) for k, v in dict(raw.get("space", {})).items())
+    space = tuple(parse_dimension(k, v) for k, v in _table(raw, "space", source).items())
 
     trials = raw.get("trials")
     if mode == "grid":
@@ -265,12 +268,22 @@ def plan_from_dict(raw: dict, source: str = "plan") -> Plan:
         if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
             raise UsageError(f"a {mode} plan needs trials = N (configurations to try), got {trials!r}")
     workers = raw.get("workers", 1)
-    if not isinstance(workers, int) or workers < 1:
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise UsageError(f"workers must be an integer >= 1, got {workers!r}")
     data = raw.get("data")
+    if data is not None and not isinstance(data, str):
+        raise UsageError(f"data in {source} must be a file path (a string), got {data!r}")
     return Plan(name=name, mode=mode, seeds=seeds, trials=trials if mode != "grid" else None, pruner=pruner,
                 preset=preset, base=base, grid=grid, points=tuple(points), space=space,
                 data=str(data) if data else None, workers=workers)
+
+
+def _table(raw: dict, key: str, source: str) -> dict:
+    """raw[key] if it is a table (a TOML [key] section); UsageError naming the key otherwise (e.g. `grid = 5`)."""
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise UsageError(f"{key} in {source} must be a table of settings ([{key}] in TOML), got {value!r}")
+    return value
 
 
 def load_plan_file(path: str | Path) -> dict:

@@ -16,9 +16,11 @@ import csv
 import io
 import json
 import os
+import pickle
 import platform
 import shlex
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +29,12 @@ import torch
 from . import __version__
 from .config import ModelConfig, TrainConfig, UsageError, from_dict, to_dict
 from .data import Dataset, Tokenizer
+from .files import cannot_create, check_dir_name, make_dir, write_atomic
 from .model import GPT
 from .train import RunResult
 
 METRICS_FIELDS = ("step", "lr", "loss", "val_loss", "elapsed_s")
 RESUME_FILE = "resume.pt"
-
-
-def write_atomic(path: Path, payload: bytes | str) -> None:
-    """Write to a temporary sibling, then rename: readers see the old file or the new one, never a part."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(payload.encode() if isinstance(payload, str) else payload)
-    os.replace(tmp, path)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -49,8 +44,10 @@ def write_json(path: Path, obj: Any) -> None:
 def new_run_dir(root: str | os.PathLike, name: str | None, prefix: str = "train") -> Path:
     """Create a fresh directory root/name (default prefix-YYYYmmdd-HHMMSS), suffixing -2, -3 ... if taken."""
     root = Path(root)
+    if name is not None:
+        check_dir_name(name, "--name")
     base = name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-    root.mkdir(parents=True, exist_ok=True)
+    make_dir(root, "run directory")
     for k in range(1, 10_000):
         path = root / (base if k == 1 else f"{base}-{k}")
         try:
@@ -58,6 +55,8 @@ def new_run_dir(root: str | os.PathLike, name: str | None, prefix: str = "train"
             return path
         except FileExistsError:
             continue
+        except OSError as err:  # a read-only or full disk
+            raise cannot_create("run directory", root, err) from None
     raise UsageError(f"could not create a run directory under {root} named {base}")
 
 
@@ -67,11 +66,12 @@ def run_config(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset, de
         "model": to_dict(model_cfg),
         "train": to_dict(train_cfg),
         "data": {
-            "path": data.path,
+            "path": str(Path(data.path).resolve()),  # absolute: `microgpt sample RUN_DIR` may run from elsewhere
             "sha256": data.sha256,
             "examples": len(data.words),
             "chars": "".join(data.tokenizer.chars),
             "split_seed": data.split_seed,
+            "max_chars": data.max_chars,
             "splits": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         },
         "device": device,
@@ -146,7 +146,9 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[GPT, 
     if not path.is_file():
         raise UsageError(f"no checkpoint at {path}: pass a run directory that has model.pt")
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a foreign pickle's protocol before refusing it anyway
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location=device, weights_only=True)
         model_cfg = from_dict(ModelConfig, payload["model_config"])
         state = payload["state_dict"]
         dtype = next(iter(state.values())).dtype
@@ -154,10 +156,22 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[GPT, 
         model.load_state_dict(state)
     except UsageError:
         raise
-    except Exception as err:  # a truncated or foreign file: say which, not a traceback
-        raise UsageError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+    except Exception as err:  # a truncated or foreign file: say which in one line, not a traceback
+        raise UsageError(f"cannot read checkpoint {path}: {_load_failure(err)}") from None
     model.to(device).eval()
     return model, Tokenizer(tuple(payload["chars"])), payload
+
+
+def _load_failure(err: Exception) -> str:
+    """Why torch.load failed, in one line. Its weights-only refusal runs to six lines that advise weights_only=False,
+    which would run whatever code the file holds: the one advice we never give."""
+    text = str(err).strip()
+    if isinstance(err, pickle.UnpicklingError) and text.startswith("Weights only load failed"):
+        if "GLOBAL" in text:
+            return ("it holds Python objects other than tensors, which microgpt refuses to unpickle (only load "
+                    "checkpoints you trust)")
+        return "it is not a checkpoint of tensors (torch's weights-only unpickler refused it)"
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def read_json(path: Path) -> dict:

@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .config import ModelConfig, TrainConfig, UsageError, resolve
-from .data import Dataset, load_dataset
+from .data import MAX_CHARS, Dataset, load_dataset
+from .files import make_dir
 from .interrupt import stop_requests
 from .plan import Dimension, Plan, config_id, plan_from_dict
 from .rundir import run_config, write_atomic, write_json, write_run
@@ -53,7 +54,9 @@ RESULT_FIELDS = (
     "train_loss", "val_loss", "test_loss", "best_val", "best_val_step", "steps_done", "steps_to_target",
     "seconds_to_target", "wall_seconds", "train_seconds", "tokens_per_second", "stability", "n_params", "tier",
 )
-SETTING_FIELDS = tuple(f.name for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls) if f.name != "extra")
+# every config field but the run's seed, which has its own column beside the run's id
+SETTING_FIELDS = tuple(f.name for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls)
+                       if f.name not in ("extra", "seed"))
 CSV_FIELDS = ("run", "trial", "config", "seed", "state", "error", *SETTING_FIELDS, *RESULT_FIELDS, "run_dir")
 HOST = socket.gethostname()
 
@@ -411,7 +414,7 @@ def prepare(plan: Plan, root: Path, storage: str | None, heartbeat: int = HEARTB
         if _comparable(existing) != _comparable(plan.to_dict()):
             raise UsageError(f"sweep {sweep_dir} exists with a different plan: rerun the same plan to resume, "
                              "or pick another --name")
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(root, "sweep directory", plan.name)
     (sweep_dir / "runs").mkdir(exist_ok=True)
     write_json(plan_path, plan.to_dict())
     write_atomic(sweep_dir / "storage.txt", storable(url) + "\n")
@@ -650,7 +653,8 @@ def work(study, plan: Plan, data: Dataset, sweep_dir: Path, url: str, train_fn: 
     return done
 
 
-def _worker_entry(plan_dict: dict, sweep_dir: str, url: str, data_path: str | None, heartbeat: int) -> None:
+def _worker_entry(plan_dict: dict, sweep_dir: str, url: str, data_path: str | None, heartbeat: int,
+                  max_chars: int = MAX_CHARS) -> None:
     """A worker process: one torch thread, data and torch loaded once, then runs until the plan is used up.
 
     Ctrl-C or SIGTERM: the run in flight stops after its step and is queued again. A system failure (a full disk)
@@ -662,7 +666,7 @@ def _worker_entry(plan_dict: dict, sweep_dir: str, url: str, data_path: str | No
     try:
         with stop_requests(escalate=False) as stop:
             plan = plan_from_dict(plan_dict, "plan.json")
-            data = load_dataset(data_path, plan.base.get("split_seed", TrainConfig.split_seed))
+            data = load_dataset(data_path, plan.base.get("split_seed", TrainConfig.split_seed), max_chars)
             study = load_study(plan, url, heartbeat=heartbeat)
             poll = min(5.0, heartbeat / 2) if not url.startswith("journal:") else 1.0
             work(study, plan, data, Path(sweep_dir), url, should_stop=stop.is_set, poll=poll)
@@ -684,7 +688,8 @@ def _worker_entry(plan_dict: dict, sweep_dir: str, url: str, data_path: str | No
 # ---------------------------------------------------------------------------------------------------------- records
 
 def trial_rows(study) -> list[dict]:
-    """One row per finished run (complete, pruned, diverged, invalid, failed), in trial order."""
+    """One row per finished run (complete, pruned, diverged, invalid, failed), in trial order. A run a dead worker
+    left behind and that was queued again (user attr `redone`) is not one: its rerun has the row."""
     from optuna.trial import TrialState
 
     rows = []
@@ -740,7 +745,7 @@ def read_sweep(sweep_dir: Path, storage: str | None = None) -> tuple[Plan, str]:
 # ------------------------------------------------------------------------------------------------------------- run
 
 def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_path: str | None,
-              progress: bool | None = None, say: Callable[[str], None] = print,
+              max_chars: int = MAX_CHARS, progress: bool | None = None, say: Callable[[str], None] = print,
               heartbeat: int = HEARTBEAT_S) -> dict[str, Any]:
     """Run (or resume, or join) a sweep with `workers` processes on this machine.
 
@@ -748,7 +753,7 @@ def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_pa
     (workers that exited abnormally) and "interrupted" (Ctrl-C/SIGTERM stopped it); a caller exits non-zero unless the
     first two are empty and the last False.
     """
-    data = load_dataset(data_path or plan.data, plan.base.get("split_seed", TrainConfig.split_seed))  # fail early
+    data = load_dataset(data_path or plan.data, plan.base.get("split_seed", TrainConfig.split_seed), max_chars)  # fail early
     sweep_dir, url = prepare(plan, root, storage, heartbeat, say=say)
     heartbeat = int(load_study(plan, url).user_attrs["heartbeat_s"])
     study = load_study(plan, url, heartbeat=heartbeat)
@@ -759,7 +764,8 @@ def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_pa
     if fixed["redone"]:
         say(f"resume {fixed['redone']} run(s) left running by a dead worker are marked failed and queued again")
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker_entry, args=(plan.to_dict(), str(sweep_dir), url, data.path, heartbeat),
+    procs = [ctx.Process(target=_worker_entry, args=(plan.to_dict(), str(sweep_dir), url, data.path, heartbeat,
+                                                              max_chars),
                          daemon=False) for _ in range(workers)]
     seen: set[int] = {r["trial"] for r in trial_rows(study)}
     bar = None
