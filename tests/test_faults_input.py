@@ -392,4 +392,5 @@ def test_a_failing_disk_is_one_line_exit_1(tmp_path, capsys, monkeypatch, tiny_f
     monkeypatch.setattr(rundir, "write_atomic", full)
     code, _, err = run(capsys, "train", "--data", tiny_file, "-s", "2", "--out-dir", tmp_path / "runs", "--name", "r")
     assert code == 1 and one_line(err), err
-    assert err == f"microgpt: error: [Errno 28] No space left on device: '{tmp_path / 'runs' / 'r' / 'config.json'}'\n"
+    assert err == f"microgpt: error: No space left on device ({tmp_path / 'runs' / 'r' / 'config.json'})\n"
+    assert not (tmp_path / "runs" / "r").exists()  # a run that could not write its first record leaves no directory
