@@ -19,13 +19,9 @@ from scipy import stats as sps
 from microgpt import report, stats
 from microgpt.cli import Parser
 from microgpt.config import ModelConfig, TrainConfig, UsageError, resolve, to_dict
+from microgpt.record import RESULTS_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
-FIGURE_COLUMNS = ("train_loss", "val_loss", "test_loss", "best_val", "best_val_step", "steps_done", "steps_to_target",
-                  "seconds_to_target", "wall_seconds", "train_seconds", "tokens_per_second", "stability", "n_params",
-                  "tier", "run_dir")
-MODEL_COLUMNS = [k for k in to_dict(ModelConfig())]
-TRAIN_COLUMNS = [k for k in to_dict(TrainConfig()) if k != "extra"]
 BASE = {"n_embd": 16, "n_layer": 1, "n_head": 4, "block_size": 16, "batch_size": 4, "lr": 0.01, "schedule": "cosine",
         "steps": 100, "eval_every": 25}
 
@@ -75,26 +71,25 @@ def make_sweep(root: Path, name: str = "seed-hypotheses", journal: bool = True) 
             "points": [overrides or {"n_embd": 16} for overrides, _ in SWEEP.values()], "space": {},
             "seeds": [0, 1, 2], "trials": None, "pruner": "none", "storage": f"journal:{sweep / 'journal.log'}"}
     (sweep / "plan.json").write_text(json.dumps(plan))
-    header = ["run", "trial", "config", "seed", "state", "error", *MODEL_COLUMNS, *TRAIN_COLUMNS, *FIGURE_COLUMNS]
+    header = list(RESULTS_COLUMNS)  # the schema's columns, as `microgpt sweep` writes them
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
+    row = lambda values: [_cell(values.get(k, "")) for k in header]  # noqa: E731
     trial = 0
     for config, (overrides, tests) in SWEEP.items():
         for seed, test in enumerate(tests):
             run = f"{trial:04d}-{config}-s{seed}"
             summary = run_dir_records(sweep / "runs" / run, {**BASE, **overrides}, seed, test)
             model_cfg, train_cfg = resolve({**BASE, **overrides, "seed": seed})
-            values = {**to_dict(model_cfg), **to_dict(train_cfg), **summary, "run_dir": f"runs/{run}"}
-            writer.writerow([run, trial, config, seed, "complete", "",
-                             *[_cell(values[k]) for k in MODEL_COLUMNS + TRAIN_COLUMNS + list(FIGURE_COLUMNS)]])
+            writer.writerow(row({**to_dict(model_cfg), **to_dict(train_cfg), **summary, "run": run, "trial": trial,
+                                 "config": config, "seed": seed, "state": "complete", "run_dir": f"runs/{run}"}))
             trial += 1
     model_cfg, train_cfg = resolve({**BASE, "n_embd": 32, "seed": 0})
-    pruned = {**to_dict(model_cfg), **to_dict(train_cfg)}
-    writer.writerow(["9998-pruned", trial, "pruned32", 0, "pruned", "", *[_cell(pruned[k]) for k in MODEL_COLUMNS + TRAIN_COLUMNS],
-                     *[""] * len(FIGURE_COLUMNS)])
-    writer.writerow(["9999-invalid", trial + 1, "bad", 0, "invalid", "n_embd 18 is not divisible by n_head 4",
-                     *[""] * (len(MODEL_COLUMNS) + len(TRAIN_COLUMNS) + len(FIGURE_COLUMNS))])
+    writer.writerow(row({**to_dict(model_cfg), **to_dict(train_cfg), "run": "9998-pruned", "trial": trial,
+                         "config": "pruned32", "seed": 0, "state": "pruned"}))
+    writer.writerow(row({"run": "9999-invalid", "trial": trial + 1, "config": "bad", "seed": 0, "state": "invalid",
+                         "error": "n_embd 18 is not divisible by n_head 4"}))
     (sweep / "results.csv").write_text(out.getvalue())
     if journal:
         import optuna

@@ -73,7 +73,7 @@ def test_on_eval_can_stop_the_run(tiny_data):
     seen = []
     _, r = train(TINY_MODEL, TrainConfig(steps=100, eval_every=10),
                  tiny_data, on_eval=lambda step, val: seen.append((step, val)) or step >= 30)
-    assert [s for s, _ in seen] == [10, 20, 30] and r.steps_done == 30 and r.state == "stopped"
+    assert [s for s, _ in seen] == [10, 20, 30] and r.steps_done == 30 and r.state == "pruned"
 
 
 def test_grad_clip_changes_training(tiny_data):

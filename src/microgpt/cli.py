@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .augment import augmentation_text, check_synthetic_source
+from .augment import augmentation_text, check_synthetic_source, synthetic_pool
 from .config import (ACTIVATIONS, AUTOCASTS, DTYPES, INITS, MAX_SAMPLES, NORMS, OPTIMIZERS, PRESETS, SCHEDULES,
                      ModelConfig, SystemFailure, TrainConfig, UsageError, from_dict, resolve)
 from .data import DATA_ENV, MAX_CHARS, load_dataset
@@ -281,7 +281,8 @@ def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: Train
         with stop_requests() as stop:
             model, result = train(model_cfg, cfg, data, device=device, log=print, progress=sys.stderr.isatty(),
                                   py_rng=py_rng, should_stop=stop.is_set, checkpoint_every=checkpoint_every,
-                                  on_checkpoint=lambda state: save_resume(checkpoint, state), resume=resume)
+                                  on_checkpoint=lambda state: save_resume(checkpoint, state), resume=resume,
+                                  pool=synthetic_pool(data, cfg) if cfg.synthetic else None)
         names: list[str] = []
         if result.best_val is not None and result.state != "interrupted":  # no selected model, nothing to sample
             if cfg.parity:

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .protocol import SPLIT_SEED
+
 NORMS = ("rmsnorm", "rmsnorm_gain", "layernorm")
 ACTIVATIONS = ("relu", "gelu", "relu2")
 INITS = ("microgpt", "scaled")
@@ -96,7 +98,7 @@ class TrainConfig:
     patience: int = 0             # stop after this many evaluations without a new best val; 0 = never
     target: float = 1.9           # val loss whose first crossing is timed (steps and seconds)
     seed: int = 1337              # model init, dropout, batch order (separate generator)
-    split_seed: int = 3407        # PROTOCOL.md's split permutation seed
+    split_seed: int = SPLIT_SEED        # PROTOCOL.md's split permutation seed
     dtype: str = "float32"        # parameters and activations
     autocast: str = "off"         # bfloat16: training forward passes in bf16 autocast (weights, optimizer, evals stay dtype)
     parity: bool = False          # reproduce microgpt.py exactly: Python-RNG init and data order, all names, float64

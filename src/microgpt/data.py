@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .config import UsageError
+from .protocol import SPLIT_SEED
 from .files import write_atomic
 
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/988aa59/names.txt"
@@ -139,7 +140,7 @@ class Tokenizer:
         return cached
 
 
-def split_words(words: list[str], seed: int = 3407) -> tuple[list[str], list[str], list[str]]:
+def split_words(words: list[str], seed: int = SPLIT_SEED) -> tuple[list[str], list[str], list[str]]:
     """(train, val, test) exactly as PROTOCOL.md: makemore's randperm, test = its last n_test, val the n_test before."""
     if len(words) < MIN_EXAMPLES:
         raise UsageError(
@@ -217,7 +218,7 @@ class Dataset:
         return docs
 
 
-def load_dataset(path: str | os.PathLike | None = None, split_seed: int = 3407, max_chars: int = MAX_CHARS) -> Dataset:
+def load_dataset(path: str | os.PathLike | None = None, split_seed: int = SPLIT_SEED, max_chars: int = MAX_CHARS) -> Dataset:
     """Resolve, read, tokenize and split the dataset."""
     resolved = resolve_data_path(path)
     words = load_words(resolved, max_chars)

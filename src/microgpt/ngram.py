@@ -34,10 +34,9 @@ from typing import Iterator, Sequence
 
 from .config import UsageError
 from .data import DATA_ENV, MAX_CHARS, load_dataset
-from .train import tier_of
+from .protocol import SPLIT_SEED, tier_of
 
 DEFAULT_ORDER = 6       # PROTOCOL.md's reference row: a character 6-gram, ~1.947 on makemore's test split
-DEFAULT_SPLIT_SEED = 3407
 FALLBACK_DISCOUNT = 0.5  # only for a level with no count-1 n-grams, where count-of-counts estimate nothing (tiny data)
 
 Discounts = tuple[float, float, float]  # D1, D2, D3+: what is subtracted from counts of 1, 2, and 3 or more
@@ -201,7 +200,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help=f"one example per line, UTF-8 (default: ${DATA_ENV}, else ~/.cache/microgpt/names.txt, "
                         "else download makemore's names.txt, sha256-checked)")
     p.add_argument("--split-seed", type=int, metavar="N",
-                   help=f"seed of PROTOCOL.md's split permutation (default {DEFAULT_SPLIT_SEED})")
+                   help=f"seed of PROTOCOL.md's split permutation (default {SPLIT_SEED})")
     p.add_argument("--max-chars", type=int, metavar="N", default=MAX_CHARS,
                    help=f"longest example accepted, in characters (default {MAX_CHARS})")
     return p
@@ -218,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         check_order(orders[0])
     if args.discount is not None:
         check_discount(args.discount)
-    data = load_dataset(args.data, DEFAULT_SPLIT_SEED if args.split_seed is None else args.split_seed, args.max_chars)
+    data = load_dataset(args.data, SPLIT_SEED if args.split_seed is None else args.split_seed, args.max_chars)
     tok = data.tokenizer
     print(f"data   {data.path}: {len(data.words):,} examples, vocab {tok.vocab_size} | "
           f"train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,} (split seed {data.split_seed})")

@@ -32,6 +32,7 @@ from typing import Any
 
 from .config import ModelConfig, TrainConfig, UsageError
 from .files import check_dir_name
+from .record import SETTINGS, coerce
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,43 +43,6 @@ MODES = ("grid", "random", "tpe")
 PRUNERS = ("none", "asha", "hyperband", "median")
 PLAN_KEYS = {"name", "mode", "seeds", "trials", "pruner", "preset", "base", "grid", "points", "space", "data", "workers"}
 NOT_SWEEPABLE = {"seed", "extra", "parity", "vocab_size"}
-
-
-def setting_types() -> dict[str, type]:
-    """Every setting a plan may name, with the type its value must have (from the config defaults)."""
-    types: dict[str, type] = {}
-    for cls in (ModelConfig, TrainConfig):
-        for f in dataclasses.fields(cls):
-            if f.name != "extra":
-                types[f.name] = type(f.default)
-    return types
-
-
-def coerce(name: str, value: Any) -> Any:
-    """value converted to the type of setting `name`; UsageError naming both if that is impossible."""
-    types = setting_types()
-    if name not in types:
-        raise UsageError(f"unknown setting {name!r} in the plan; settings are microgpt train's: {', '.join(sorted(types))}")
-    kind = types[name]
-    if isinstance(value, str) and kind is not str:
-        text = value.strip()
-        try:
-            if kind is bool:
-                if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                    raise ValueError
-                return text.lower() in ("true", "1", "yes", "on")
-            value = kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
-        except ValueError:
-            raise UsageError(f"setting {name!r} needs a {kind.__name__}, got {value!r}") from None
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise UsageError(f"setting {name!r} needs a {kind.__name__}, got {value!r}")
-    if kind is float and not math.isfinite(value):  # caught here, before the sweep creates runs that are all invalid
-        raise UsageError(f"setting {name!r} needs a finite number, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -100,7 +64,7 @@ class Dimension:
 
 def parse_dimension(name: str, spec: Any) -> Dimension:
     """A dimension from 'low:high[:log]', a list of choices, or {low, high, log} / {choices}."""
-    kind = setting_types().get(name)
+    kind = SETTINGS.get(name)
     if kind is None:
         coerce(name, None)  # raises the unknown-setting error
     if name in NOT_SWEEPABLE:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
-import dataclasses
 import hashlib
 import html
 import io
@@ -29,20 +28,15 @@ from typing import Any
 import numpy as np
 
 from . import stats
-from .config import ModelConfig, TrainConfig, UsageError
+from .config import UsageError
 from .rundir import write_atomic
-from .sample import TAGS, tag_shares
-from .train import TIERS, tier_of
+from .protocol import TAGS, TIERS, tag_shares, tier_of
+from .record import FIGURES as RECORD_FIGURES, SETTINGS, STATES, coerce, parse_figure, state_of
 
-# results.csv / summary.json figures, in the order summary.csv holds them; loss_drop_per_second is derived (see Run).
-FIGURES = ("train_loss", "val_loss", "test_loss", "best_val", "best_val_step", "steps_done", "steps_to_target",
-           "seconds_to_target", "wall_seconds", "train_seconds", "tokens_per_second", "stability", "n_params",
-           "loss_drop_per_second")
-SETTING_TYPES = {f.name: type(f.default) for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls)
-                 if f.name != "extra"}
+# The record's figures but its tier (shown as a category), plus loss_drop_per_second, derived (see Run).
+FIGURES = (*(f for f in RECORD_FIGURES if f != "tier"), "loss_drop_per_second")
 NOT_CONFIG = ("seed", "log_every", "samples", "temperature")  # cannot change a loss: runs differing only here are seeds
 LOG_X = ("lr", "min_lr", "weight_decay", "eps", "init_std")   # plotted on a log axis when every value is positive
-STATE_ORDER = ("complete", "pruned", "diverged", "invalid", "failed")
 LOSS_AXIS = "loss (nats/token)"
 DIGITS = {"best_val_step": 0, "steps_done": 0, "steps_to_target": 0, "n_params": 0, "tokens_per_second": 0,
           "seconds_to_target": 2, "wall_seconds": 2, "train_seconds": 2}  # decimals shown; every other figure: 4
@@ -184,12 +178,10 @@ def read_run_dir(path: Path, records: Records) -> Run | None:
         records.skip(path / "config.json", "missing or unreadable: the run is kept, as a configuration of its own")
     else:
         values = {**config.get("model", {}), **config.get("train", {})}
-        settings = {k: v for k, v in values.items() if k in SETTING_TYPES and k not in NOT_CONFIG}
-    state = summary.get("state") or "failed"
-    if state == "stopped":  # RunResult's "stopped": by patience (a finished result) or by on_eval (a pruned run)
-        state = "complete" if str(summary.get("stop_reason", "")).startswith("early stop") else "pruned"
+        settings = {k: v for k, v in values.items() if k in SETTINGS and k not in NOT_CONFIG}
+    state = state_of(summary)
     seed = (config or {}).get("seed")
-    figures = {k: _number(summary.get(k)) for k in FIGURES}
+    figures = {k: parse_figure(summary.get(k)) for k in FIGURES}
     return Run(path.name, str(path.parent), "", seed, state, settings, figures, path, summary.get("stop_reason") or "")
 
 
@@ -237,47 +229,18 @@ def read_sweep(path: Path, records: Records) -> None:
 
 def _sweep_run(sweep: Sweep, cells: dict[str, str]) -> Run:
     settings = {}
-    for name, kind in SETTING_TYPES.items():
+    for name, kind in SETTINGS.items():
         if name in NOT_CONFIG or name not in cells:  # a column an older results.csv lacks: compare without it
             continue
         if cells[name] == "":
             settings = {}  # an invalid run has no resolved values: it groups by its configuration id alone
             break
-        settings[name] = _setting(name, kind, cells[name])
-    figures = {k: _number(cells.get(k, ""), strict=True) for k in FIGURES}
+        settings[name] = coerce(name, cells[name])
+    figures = {k: parse_figure(cells.get(k, ""), strict=True) for k in FIGURES}
     seed = int(float(cells["seed"])) if cells.get("seed") else None
     run_dir = sweep.path / cells["run_dir"] if cells.get("run_dir") else None
-    state = cells["state"] or "failed"
+    state = state_of(cells)
     return Run(cells["run"], sweep.name, cells["config"], seed, state, settings, figures, run_dir, cells.get("error", ""))
-
-
-def _setting(name: str, kind: type, text: str) -> Any:
-    if kind is bool:
-        if text.lower() in ("true", "1", "yes"):
-            return True
-        if text.lower() in ("false", "0", "no"):
-            return False
-        raise ValueError(f"{name}={text!r} is not a boolean")
-    if kind is int:
-        value = float(text)
-        if value != int(value):
-            raise ValueError(f"{name}={text!r} is not an integer")
-        return int(value)
-    if kind is float:
-        return float(text)
-    return text
-
-
-def _number(value: Any, strict: bool = False) -> float | None:
-    """A finite-or-not float, or None for an empty/null value; strict raises ValueError on text that is no number."""
-    if value is None or value == "" or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        if strict:
-            raise ValueError(f"{value!r} is not a number") from None
-        return None
 
 
 def _read_json(path: Path, records: Records) -> dict | None:
@@ -308,7 +271,7 @@ def read_metrics(run: Run, records: Records) -> list[dict] | None:
     out, bad = [], 0
     for row in rows:
         try:
-            out.append({"step": int(row["step"]), "loss": float(row["loss"]), "val_loss": _number(row["val_loss"], True),
+            out.append({"step": int(row["step"]), "loss": float(row["loss"]), "val_loss": parse_figure(row["val_loss"], True),
                         "elapsed_s": float(row["elapsed_s"])})
         except (KeyError, TypeError, ValueError):
             bad += 1
@@ -430,7 +393,7 @@ def _plan_baseline(configs: list[Configuration], records: Records) -> tuple[Conf
     one-factor-at-a-time plan that is the unchanged one. A tie, or more than one candidate left, means no baseline.
     """
     for sweep in records.sweeps:
-        base = {k: v for k, v in (sweep.plan.get("base") or {}).items() if k in SETTING_TYPES and k not in NOT_CONFIG}
+        base = {k: v for k, v in (sweep.plan.get("base") or {}).items() if k in SETTINGS and k not in NOT_CONFIG}
         mine = [c for c in configs if c.settings and c.runs[0].source == sweep.name]
         if not base or not mine:
             continue
@@ -458,7 +421,7 @@ def swept(records: Records, configs: list[Configuration]) -> list[str]:
     with_settings = [c.settings for c in configs if c.settings]
     for a in with_settings[1:]:
         names |= set(differences(with_settings[0], a))
-    return sorted(n for n in names if n in SETTING_TYPES and n not in NOT_CONFIG)
+    return sorted(n for n in names if n in SETTINGS and n not in NOT_CONFIG)
 
 
 # --------------------------------------------------------------------------------------------------------- hypotheses
@@ -662,7 +625,7 @@ def plot_param_effects(params: list[str], configs: list[Configuration], palette:
         keys = order if numeric else list(range(len(order)))
         means = [np.mean([loss for x, (_, loss, _) in zip(xs, points) if x == k]) for k in keys]
         ax.plot(keys, means, color="0.35", ls="--", marker="D", ms=5, label="mean per value", zorder=2)
-        if numeric and min(xs) > 0 and (name in log_params or (SETTING_TYPES[name] is int and max(xs) >= 4 * min(xs))):
+        if numeric and min(xs) > 0 and (name in log_params or (SETTINGS[name] is int and max(xs) >= 4 * min(xs))):
             ax.set_xscale("log", base=10 if name in log_params else 2)  # sizes double; rates span decades
         if not numeric or len(keys) <= 8:
             ax.set_xticks(keys, order if not numeric else [f"{k:g}" for k in keys])
@@ -761,7 +724,7 @@ def overview(records: Records, configs: list[Configuration], order: list[Configu
     counts: dict[str, int] = {}
     for run in records.runs:
         counts[run.state] = counts.get(run.state, 0) + 1
-    states = [s for s in STATE_ORDER if s in counts] + sorted(set(counts) - set(STATE_ORDER))
+    states = [s for s in tuple(STATES) if s in counts] + sorted(set(counts) - set(tuple(STATES)))
     walls = [r.figures["wall_seconds"] for r in records.runs if r.figures.get("wall_seconds") is not None]
     blocks: list[Block] = []
     if records.sweeps:

@@ -31,9 +31,8 @@ from .config import ModelConfig, TrainConfig, UsageError, from_dict, to_dict
 from .data import Dataset, Tokenizer
 from .files import cannot_create, check_dir_name, make_dir, write_atomic
 from .model import GPT
-from .train import RunResult
+from .record import METRICS_COLUMNS, RunResult
 
-METRICS_FIELDS = ("step", "lr", "loss", "val_loss", "elapsed_s")
 RESUME_FILE = "resume.pt"
 
 
@@ -84,10 +83,10 @@ def run_config(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset, de
 
 def metrics_csv(history: list[dict]) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=METRICS_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=METRICS_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in history:
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRICS_FIELDS})
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRICS_COLUMNS})
     return out.getvalue()
 
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import random
-from collections import Counter
 
 import torch
 import torch.nn.functional as F
 
 from .data import Tokenizer
 from .model import GPT
+from .protocol import TAGS, tag_names, tag_shares  # noqa: F401 - where callers found them before
 
-TAGS = ("new", "in train", "in val-test")
 
 
 def _device_of(model: GPT) -> torch.device:
@@ -66,15 +65,3 @@ def sample_names_microgpt(
         names.append(tokenizer.decode(chars))
     model.train(was_training)
     return names
-
-
-def tag_names(names: list[str], train: list[str], heldout: list[str]) -> list[str]:
-    """For each name: 'in train' if the train split has it, else 'in val-test' if val or test has it, else 'new'."""
-    train_set, heldout_set = set(train), set(heldout)
-    return ["in train" if w in train_set else "in val-test" if w in heldout_set else "new" for w in names]
-
-
-def tag_shares(tags: list[str]) -> dict[str, float]:
-    """Share of each tag, in TAGS order."""
-    counts = Counter(tags)
-    return {t: counts[t] / max(1, len(tags)) for t in TAGS}

@@ -41,23 +41,16 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .config import ModelConfig, TrainConfig, UsageError, resolve
+from .config import TrainConfig, UsageError, resolve
 from .data import MAX_CHARS, Dataset, load_dataset
 from .files import make_dir
 from .interrupt import stop_requests
 from .plan import Dimension, Plan, config_id, plan_from_dict
 from .rundir import run_config, write_atomic, write_json, write_run
-from .sample import sample_names, tag_names
+from .protocol import tag_names
+from .record import FIGURES, RESULTS_COLUMNS, SETTINGS, STATES, coerce
+from .sample import sample_names
 
-STATES = ("complete", "pruned", "diverged", "invalid", "failed")
-RESULT_FIELDS = (
-    "train_loss", "val_loss", "test_loss", "best_val", "best_val_step", "steps_done", "steps_to_target",
-    "seconds_to_target", "wall_seconds", "train_seconds", "tokens_per_second", "stability", "n_params", "tier",
-)
-# every config field but the run's seed, which has its own column beside the run's id
-SETTING_FIELDS = tuple(f.name for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls)
-                       if f.name not in ("extra", "seed"))
-CSV_FIELDS = ("run", "trial", "config", "seed", "state", "error", *SETTING_FIELDS, *RESULT_FIELDS, "run_dir")
 HOST = socket.gethostname()
 
 
@@ -577,9 +570,13 @@ def _execute(trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path, tr
         trial.report(val, step)
         return trial.should_prune()
 
-    kwargs = {"should_stop": should_stop} if should_stop is not None else {}
+    kwargs: dict[str, Any] = {"should_stop": should_stop} if should_stop is not None else {}
     try:
         with heartbeat(trial.study, trial):
+            if cfg.synthetic:  # its source (an n-gram, or another run's model) is loaded here, per run
+                from .augment import synthetic_pool
+
+                kwargs["pool"] = synthetic_pool(data, cfg)
             model, result = train_fn(model_cfg, cfg, data, on_eval=on_eval, **kwargs)
     except UpdateFinishedTrialError:
         raise
@@ -594,17 +591,16 @@ def _execute(trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path, tr
         shutil.rmtree(run_dir, ignore_errors=True)
         requeue(trial.study, trial, "interrupted", f"interrupted after step {result.steps_done}; queued again")
         return "interrupted"
-    state = {"complete": "complete", "stopped": "pruned", "diverged": "diverged"}[result.state]
+    state = result.state
     names: list[tuple[str, str]] = []
     if result.best_val is not None and cfg.samples:
         import torch
 
         drawn = sample_names(model, data.tokenizer, cfg.samples, cfg.temperature, generator=torch.Generator().manual_seed(seed))
         names = list(zip(drawn, tag_names(drawn, data.train, data.val + data.test)))
-    summary = {**result.summary(), "state": state}
-    result.state = state
+    summary = result.summary()
     write_run(run_dir, config, result, model, data.tokenizer, names)
-    trial.set_user_attr("summary", _json_safe(summary))
+    trial.set_user_attr("summary", summary)
     trial.set_user_attr("state", state)
     trial.set_user_attr("run_dir", f"runs/{run}")
     if state == "complete":
@@ -615,10 +611,6 @@ def _execute(trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path, tr
         trial.set_user_attr("error", result.stop_reason)
         trial.study.tell(trial, state=TrialState.FAIL)
     return state
-
-
-def _json_safe(d: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
 def work(study, plan: Plan, data: Dataset, sweep_dir: Path, url: str, train_fn: Callable | None = None,
@@ -703,10 +695,12 @@ def trial_rows(study) -> list[dict]:
         if not ua.get("state") and t.state == TrialState.FAIL:
             row["error"] = row["error"] or "run ended without a record (worker stopped?)"
         values = ua.get("values", {})
-        for k in SETTING_FIELDS:
+        for k in SETTINGS:
+            if k == "seed":
+                continue
             row[k] = values.get(k, "")
         summary = ua.get("summary", {})
-        for k in RESULT_FIELDS:
+        for k in FIGURES:
             row[k] = summary.get(k, "")
         row["run_dir"] = ua.get("run_dir", "")
         rows.append(row)
@@ -715,10 +709,10 @@ def trial_rows(study) -> list[dict]:
 
 def results_csv(rows: list[dict]) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n", extrasaction="ignore")
+    writer = csv.DictWriter(out, fieldnames=RESULTS_COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k, "")) for k in CSV_FIELDS})
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k, "")) for k in RESULTS_COLUMNS})
     return out.getvalue()
 
 
@@ -868,8 +862,6 @@ def refine_plan(sweep_dir: Path, top: int, trials: int | None = None, name: str 
     for r in rows:
         by_config.setdefault(r["config"], []).append(r)
     ranked = sorted(by_config.values(), key=lambda rs: statistics.fmean(float(r["val_loss"]) for r in rs))[:top]
-    from .plan import coerce
-
     space: dict[str, Any] = {}
     base = dict(plan.base)
     original = {d.name: d for d in plan.space}

@@ -8,29 +8,17 @@ import math
 import random
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
 
-from .augment import AugmentedSampler, augmentation_text, synthetic_pool
+from .augment import AugmentedSampler, augmentation_text, ngram_names
 from .config import ModelConfig, TrainConfig, UsageError, to_dict
 from .data import Batch, BatchSampler, Dataset, SequenceSampler, rng_state, set_rng_state
 from .model import GPT, init_weights
 from .optim import build_optimizer, lr_at
-
-TIERS = ((1, 1.9), (2, 2.0), (3, 2.2))  # PROTOCOL.md: tier by test loss
-
-
-def tier_of(test_loss: float | None) -> int | None:
-    """1, 2 or 3 by PROTOCOL.md's thresholds on test loss; None above 2.2 or without a test loss."""
-    if test_loss is None or not math.isfinite(test_loss):
-        return None
-    for tier, bound in TIERS:
-        if test_loss < bound:
-            return tier
-    return None
-
+from .protocol import tier_of
+from .record import RunResult
 
 @torch.no_grad()
 def evaluate(model: GPT, batches: list[Batch]) -> float:
@@ -78,39 +66,6 @@ class WeightAverage:
                     p.copy_(v)
 
 
-@dataclass
-class RunResult:
-    """What one run measured. Losses are held-out figures of the val-selected model (PROTOCOL.md)."""
-
-    state: str                          # complete (all steps, or early-stopped by patience) | stopped (on_eval asked) | diverged
-                                        # | interrupted (should_stop asked; no test/train loss, resumable)
-    stop_reason: str                    # why the loop ended, in words
-    steps_done: int                     # optimizer updates made
-    n_params: int
-    train_loss: float | None            # whole train split, eval mode
-    val_loss: float | None              # = best_val: the selected model's val loss
-    test_loss: float | None             # once, on the selected model
-    best_val: float | None
-    best_val_step: int | None
-    target: float
-    steps_to_target: int | None         # first eval step with val < target
-    seconds_to_target: float | None     # wall seconds (evals included) until then
-    wall_seconds: float
-    train_seconds: float                # loop time without evaluation
-    tokens_per_second: float            # real (non-padding) predictions trained on per train second
-    stability: float | None             # std of the batch loss over the last 10% of steps
-    tier: int | None
-    diverged_step: int | None
-    trained_on: str                     # which names the optimizer saw
-    history: list[dict] = field(default_factory=list, repr=False)  # per step: step, lr, loss, val_loss, elapsed_s
-
-    def summary(self) -> dict:
-        """Every figure but the per-step history, JSON-ready."""
-        out = asdict(self)
-        out.pop("history")
-        return out
-
-
 def train(
     model_cfg: ModelConfig,
     cfg: TrainConfig,
@@ -124,6 +79,7 @@ def train(
     on_checkpoint: Callable[[dict], None] | None = None,
     checkpoint_every: int = 0,
     resume: dict | None = None,
+    pool: list[list[int]] | None = None,
 ) -> tuple[GPT, RunResult]:
     """Train a fresh model (or continue the run a checkpoint holds); return it, with the val-selected weights, and its
     RunResult.
@@ -137,8 +93,10 @@ def train(
     as an uninterrupted one.
     With cfg.parity, py_rng (default random.Random(cfg.seed)) shuffles the names and draws the initial weights exactly
     as microgpt.py does; pass your own to keep drawing from it afterwards (microgpt's sampling).
+    pool: the synthetic names of cfg.synthetic (augment.synthetic_pool(data, cfg)); without one an n-gram pool is
+    drawn here, and a run directory as cfg.synthetic_from is refused (the caller loads that model, not train()).
     """
-    run = Run(model_cfg, cfg, data, device, py_rng)
+    run = Run(model_cfg, cfg, data, device, py_rng, pool)
     if resume is not None:
         run.load_state_dict(resume)
     say = log or (lambda line: None)
@@ -211,7 +169,7 @@ class Run:
     """
 
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, data: Dataset, device: str | torch.device = "cpu",
-                 py_rng: random.Random | None = None):
+                 py_rng: random.Random | None = None, pool: list[list[int]] | None = None):
         model_cfg.validate()
         cfg.validate()
         data.check_block_size(model_cfg.block_size)
@@ -232,7 +190,11 @@ class Run:
             init_weights(model, generator=torch.Generator().manual_seed(cfg.seed))
             self.trained_on = "train split"
             if cfg.noise or cfg.synthetic or cfg.curriculum:
-                pool = synthetic_pool(data, cfg) if cfg.synthetic else None
+                if cfg.synthetic and pool is None:
+                    if cfg.synthetic_from != "ngram":
+                        raise UsageError(f"synthetic names from {cfg.synthetic_from}: pass train(..., "
+                                         "pool=augment.synthetic_pool(data, cfg)); train() loads no other run's model")
+                    pool = ngram_names(data, cfg.synthetic_order, len(data.train), cfg.seed)
                 self.sampler = AugmentedSampler(data, cfg, pool)
                 self.trained_on += augmentation_text(cfg)
             else:
@@ -322,7 +284,7 @@ class Run:
             self.stop_reason = f"early stop at step {done}: no new best val in {cfg.patience} evaluations"
             return True
         if on_eval is not None and on_eval(done, val):
-            self.state, self.stop_reason = "stopped", f"stopped by on_eval at step {done}"
+            self.state, self.stop_reason = "pruned", f"stopped by on_eval at step {done}"
             return True
         return False
 
