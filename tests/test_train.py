@@ -139,3 +139,27 @@ def test_bf16_autocast_trains_in_bf16_and_evaluates_in_float32(names_data):
     assert a.history[0]["loss"] != b.history[0]["loss"]  # bf16 matmuls give other numbers from the first step
     assert abs(a.history[0]["loss"] - b.history[0]["loss"]) < 0.05
     assert abs(a.val_loss - b.val_loss) < 0.05  # and about the same model after 200 steps
+
+
+@pytest.mark.parametrize("flags, expected", [({"avx2", "avx512f"}, "off"), ({"avx2", "avx512_bf16"}, "bfloat16"),
+                                             ({"amx_bf16"}, "bfloat16")])
+def test_autocast_auto_picks_bf16_only_where_it_is_native(monkeypatch, tmp_path, capsys, names_path, flags, expected):
+    import json
+
+    from microgpt import precision
+    from microgpt.cli import main
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+    precision.matmul_dtype.cache_clear()
+    assert precision.resolve_autocast("auto", "cpu")[0] == expected
+    assert precision.resolve_autocast("auto", "cpu", dtype="float64")[0] == "off"
+    assert precision.matmul_dtype("cpu") == (torch.bfloat16 if expected == "bfloat16" else torch.float32)
+    precision.matmul_dtype.cache_clear()
+    code = main(["train", "--preset", "best", "-s", "2", "--warmup-steps", "0", "--eval-every", "1", "--samples", "0",
+                 "-e", "16", "--n-head", "2", "-y", "1", "--data", str(names_path), "--out-dir", str(tmp_path),
+                 "--name", "p"])
+    out = capsys.readouterr().out
+    assert code == 0
+    chosen = json.loads((tmp_path / "p" / "config.json").read_text())["autocast"]
+    assert chosen["chosen"] == expected and ("(bf16 autocast by --autocast auto: this CPU has" in out) == (expected == "bfloat16")
+    assert ("(no autocast by --autocast auto: this CPU has no native bf16" in out) == (expected == "off")

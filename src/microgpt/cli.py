@@ -20,6 +20,7 @@ from .config import (ACTIVATIONS, AUTOCASTS, DTYPES, INITS, MAX_SAMPLES, NORMS, 
 from .data import DATA_ENV, MAX_CHARS, load_dataset
 from .files import check_dir_name, make_dir
 from .interrupt import stop_requests
+from .precision import resolve_autocast
 from .model import GPT
 from .rundir import (RESUME_FILE, load_checkpoint, load_resume, new_run_dir, read_json, run_config, save_resume,
                      write_json, write_run)
@@ -213,6 +214,7 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     device = resolve_device(args.device)
     run_dir = new_run_dir(args.out_dir, args.name, prefix=args.preset or "train")  # input is valid: safe to create
     config = run_config(model_cfg, cfg, data, device, ["microgpt", *argv])
+    config["autocast"] = dict(zip(("chosen", "why"), resolve_autocast(cfg.autocast, device, cfg.dtype, cfg.parity)))
     try:
         write_json(run_dir / "config.json", config)
     except BaseException:
@@ -264,8 +266,16 @@ def print_setup(data, model_cfg: ModelConfig, cfg: TrainConfig, device: str, thr
     print(f"model  {GPT(model_cfg).num_params():,} params: {model_cfg.n_layer} layer x {model_cfg.n_head} heads x {model_cfg.n_embd} wide, block "
           f"{model_cfg.block_size}, {model_cfg.norm}, {model_cfg.activation} | {cfg.optimizer} lr {cfg.lr:g} "
           f"{cfg.schedule}, batch {cfg.batch_size}, {cfg.steps} steps | {device}, {threads} thread{'s' if threads > 1 else ''}, {cfg.dtype}"
-          + (" (bf16 autocast)" if cfg.autocast == "bfloat16" else "") + augmentation_text(cfg)
+          + precision_text(cfg, device) + augmentation_text(cfg)
           + (" | microgpt parity" if cfg.parity else ""))
+
+
+def precision_text(cfg: TrainConfig, device: str) -> str:
+    """The model line's note on precision: bf16 autocast or not, and why when --autocast auto decided it."""
+    chosen, why = resolve_autocast(cfg.autocast, device, cfg.dtype, cfg.parity)
+    if cfg.autocast != "auto":
+        return " (bf16 autocast)" if chosen == "bfloat16" else ""
+    return f" ({'bf16 autocast' if chosen == 'bfloat16' else 'no autocast'} by --autocast auto: {why})"
 
 
 def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: TrainConfig, data, device: str,

@@ -18,7 +18,7 @@ INITS = ("microgpt", "scaled")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "muon")
 SCHEDULES = ("constant", "linear", "cosine", "exponential", "wsd")
 DTYPES = ("float32", "float64")
-AUTOCASTS = ("off", "bfloat16")
+AUTOCASTS = ("off", "bfloat16", "auto")
 MAX_SAMPLES = 10_000  # names one command generates: more is a typo, and each costs a forward pass per character
 
 
@@ -100,7 +100,8 @@ class TrainConfig:
     seed: int = 1337              # model init, dropout, batch order (separate generator)
     split_seed: int = SPLIT_SEED        # PROTOCOL.md's split permutation seed
     dtype: str = "float32"        # parameters and activations
-    autocast: str = "off"         # bfloat16: training forward passes in bf16 autocast (weights, optimizer, evals stay dtype)
+    autocast: str = "off"         # bfloat16: training forward passes in bf16 autocast (weights, optimizer, evals stay
+                                  # dtype); auto: bfloat16 where the hardware has native bf16, else off (precision.py)
     parity: bool = False          # reproduce microgpt.py exactly: Python-RNG init and data order, all names, float64
     log_every: int = 100          # steps between console lines
     samples: int = 20             # names written to samples.txt at the end
@@ -164,7 +165,7 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("autocast", self.autocast, AUTOCASTS)
-        if self.autocast != "off" and (self.parity or self.dtype != "float32"):
+        if self.autocast == "bfloat16" and (self.parity or self.dtype != "float32"):
             raise UsageError(f"--autocast {self.autocast} needs float32 weights and no --parity; pass --autocast off")
 
 
@@ -226,13 +227,14 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     #   (p 0.01); full scale on split seed 1, seeds 1-3, val 1.9279 +- 0.0006 against cosine's 1.9313 +- 0.0016.
     # - bf16 autocast: 1.7x faster per step on this CPU (benchmarks/recipe_speed.py); no val difference in the
     #   reduced-scale ablation, and at full scale seed 1 val 1.9087 against float32's 1.9045 (seeds 1-3 span
-    #   1.9045-1.9113). On a CPU without bf16 instructions pass --autocast off.
+    #   1.9045-1.9113). auto: only where bf16 is native (AVX512-BF16/AMX, CUDA); on an AVX2-only CPU bf16 autocast
+    #   was 9x slower per step than float32 (1,463.5 vs 163.6 ms), so there it trains in float32 (precision.py).
     "best": (
         {"n_layer": 6, "n_head": 8, "n_embd": 128, "dropout": 0.2, "norm": "layernorm", "embed_norm": False,
          "final_norm": True, "activation": "relu", "init": "scaled"},
         {"optimizer": "adamw", "lr": 2e-3, "min_lr": 1e-5, "schedule": "wsd", "decay_frac": 0.2, "warmup_steps": 500,
          "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.1, "ema": 0.999, "batch_size": 64, "steps": 20000,
-         "autocast": "bfloat16", "eval_every": 1000, "log_every": 1000},
+         "autocast": "auto", "eval_every": 1000, "log_every": 1000},
     ),
 }
 

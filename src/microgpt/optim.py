@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from .config import TrainConfig
+from .precision import matmul_dtype
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -96,14 +97,15 @@ def _build(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
-def orthogonalise(g: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+def orthogonalise(g: torch.Tensor, steps: int = 5, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Approximately U V^T of g's SVD, by Newton-Schulz iterations in dtype.
 
-    bfloat16 by default, as published: on this project's CPU (AVX512-BF16) it measured 2.7x faster than float32
-    (benchmarks/muon_speed.py, BENCHMARKS.md) and the ablations saw no loss difference. float32 stays available.
+    By default bfloat16 where it is native (precision.matmul_dtype): on a CPU with AVX512-BF16 it measured 2.7x faster
+    than float32 (benchmarks/muon_speed.py, BENCHMARKS.md) and the ablations saw no loss difference; without native
+    bf16 it would be emulated, many times slower, so float32 is used there.
     """
     a, b, c = NS_COEFFICIENTS
-    x = g.to(dtype)
+    x = g.to(dtype or matmul_dtype(g.device.type))
     transposed = x.size(0) > x.size(1)
     if transposed:
         x = x.T

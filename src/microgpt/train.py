@@ -17,6 +17,7 @@ from .config import ModelConfig, TrainConfig, UsageError, to_dict
 from .data import Batch, BatchSampler, Dataset, SequenceSampler, rng_state, set_rng_state
 from .model import GPT, init_weights
 from .optim import build_optimizer, lr_at
+from .precision import resolve_autocast
 from .protocol import tier_of
 from .record import RunResult
 
@@ -204,8 +205,10 @@ class Run:
         self.optimizer = build_optimizer(self.model, cfg)
         self.ema = WeightAverage(self.model, cfg.ema) if cfg.ema > 0 else None
         self.val_batches = [b.to(device) for b in data.eval_batches("val")]
-        self.autocast = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if cfg.autocast == "bfloat16"
-                         else contextlib.nullcontext())
+        self.precision, self.precision_why = resolve_autocast(cfg.autocast, torch.device(device).type, cfg.dtype,
+                                                              cfg.parity)
+        self.autocast = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+                         if self.precision == "bfloat16" else contextlib.nullcontext())
         # what has happened so far (all of it in state_dict)
         self.step = 0                       # optimizer updates made
         self.history: list[dict] = []       # per step: step, lr, loss, val_loss, elapsed_s
