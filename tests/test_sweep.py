@@ -493,3 +493,19 @@ def test_a_sweep_over_split_seeds_trains_each_run_on_its_own_split(tmp_path, cap
     assert code == 0, err
     alone = json.loads((tmp_path / "one" / "summary.json").read_text())
     assert float(rows["1"]["val_loss"]) == alone["val_loss"] and float(rows["1"]["test_loss"]) == alone["test_loss"]
+
+
+def test_a_two_objective_search_tells_val_and_seconds(tmp_path, names_data):
+    study, sweep_dir, plan = in_process(tmp_path, names_data, {
+        "name": "mo", "mode": "tpe", "trials": 4, "objectives": ["val", "seconds"], "base": FAST,
+        "space": {"n_embd": [8, 16, 32], "lr": "1e-3:3e-2:log"}})
+    rows = {int(r["trial"]): r for r in read_csv(sweep_dir / "results.csv")}
+    assert len(rows) == 4 and study.directions == [study.directions[0]] * 2
+    for t in study.trials:
+        assert t.values == [float(rows[t.number]["best_val"]), float(rows[t.number]["wall_seconds"])]
+    assert 1 <= len(study.best_trials) <= 4  # the Pareto front
+    with pytest.raises(UsageError, match="cannot prune"):
+        plan_from_dict({"name": "x", "mode": "tpe", "trials": 2, "objectives": ["val", "seconds"], "pruner": "asha",
+                        "space": {"lr": "1e-3:1e-2"}})
+    with pytest.raises(UsageError, match="objectives must be"):
+        plan_from_dict({"name": "x", "grid": {"lr": [0.1]}, "objectives": ["test"]})

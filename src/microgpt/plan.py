@@ -41,7 +41,9 @@ else:  # pragma: no cover - Python 3.10
 
 MODES = ("grid", "random", "tpe")
 PRUNERS = ("none", "asha", "hyperband", "median")
-PLAN_KEYS = {"name", "mode", "seeds", "trials", "pruner", "preset", "base", "grid", "points", "space", "data", "workers"}
+PLAN_KEYS = {"name", "mode", "seeds", "trials", "pruner", "preset", "base", "grid", "points", "space", "data", "workers",
+             "objectives"}
+OBJECTIVES = {"val": "best_val", "seconds": "wall_seconds"}  # what a sweep may minimise: the run's figure for each
 NOT_SWEEPABLE = {"seed", "extra", "parity", "vocab_size"}
 
 
@@ -109,6 +111,7 @@ class Plan:
     space: tuple[Dimension, ...] = ()
     data: str | None = None
     workers: int = 1
+    objectives: tuple[str, ...] = ("val",)         # minimised; ("val", "seconds") searches for the Pareto front
 
     @property
     def swept(self) -> list[str]:
@@ -158,7 +161,7 @@ class Plan:
             "grid": self.grid, "points": [dict(p) for p in self.points],
             "space": {d.name: d.to_dict() for d in self.space},
             "seeds": list(self.seeds), "trials": self.trials, "pruner": self.pruner, "data": self.data,
-            "workers": self.workers,
+            "workers": self.workers, "objectives": list(self.objectives),
         }
 
 
@@ -237,9 +240,17 @@ def plan_from_dict(raw: dict, source: str = "plan") -> Plan:
     data = raw.get("data")
     if data is not None and not isinstance(data, str):
         raise UsageError(f"data in {source} must be a file path (a string), got {data!r}")
+    objectives = raw.get("objectives", ["val"])
+    if isinstance(objectives, str):
+        objectives = objectives.split(",")
+    if (not isinstance(objectives, list) or not objectives or len(set(objectives)) != len(objectives)
+            or any(o not in OBJECTIVES for o in objectives)):
+        raise UsageError(f"objectives must be a list of distinct names among {', '.join(OBJECTIVES)}; got {objectives!r}")
+    if len(objectives) > 1 and pruner != "none":
+        raise UsageError("a sweep with several objectives cannot prune (Optuna's pruners need one): set pruner = \"none\"")
     return Plan(name=name, mode=mode, seeds=seeds, trials=trials if mode != "grid" else None, pruner=pruner,
                 preset=preset, base=base, grid=grid, points=tuple(points), space=space,
-                data=str(data) if data else None, workers=workers)
+                data=str(data) if data else None, workers=workers, objectives=tuple(objectives))
 
 
 def _table(raw: dict, key: str, source: str) -> dict:

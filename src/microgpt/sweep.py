@@ -45,7 +45,7 @@ from .config import TrainConfig, UsageError, resolve
 from .data import MAX_CHARS, Dataset, load_dataset
 from .files import make_dir
 from .interrupt import stop_requests
-from .plan import Dimension, Plan, config_id, plan_from_dict
+from .plan import OBJECTIVES, Dimension, Plan, config_id, plan_from_dict
 from .rundir import run_config, write_atomic, write_json, write_run
 from .protocol import tag_names
 from .record import FIGURES, RESULTS_COLUMNS, SETTINGS, STATES, coerce
@@ -384,7 +384,7 @@ def load_study(plan: Plan, url: str, base_train: TrainConfig | None = None, seed
     return optuna.create_study(
         study_name=plan.name, storage=open_storage(url, heartbeat, say),
         sampler=make_sampler(plan, worker_seed() if seed is None else seed),
-        pruner=make_pruner(plan, base_train), direction="minimize", load_if_exists=True,
+        pruner=make_pruner(plan, base_train), directions=["minimize"] * len(plan.objectives), load_if_exists=True,
     )
 
 
@@ -421,7 +421,8 @@ def prepare(plan: Plan, root: Path, storage: str | None, heartbeat: int = HEARTB
 
 def _comparable(plan_dict: dict) -> dict:
     """The parts of a plan that define its runs (workers and the data path may differ between invocations)."""
-    return {k: v for k, v in plan_dict.items() if k not in ("workers", "data")}
+    defaults = {"objectives": ["val"]}  # plan.json files from before a plan could name its objectives
+    return {k: v for k, v in {**defaults, **plan_dict}.items() if k not in ("workers", "data")}
 
 
 def reconcile(study, plan: Plan, sweep_dir: Path, url: str) -> dict[str, int]:
@@ -567,6 +568,8 @@ def _execute(trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path, tr
     write_json(run_dir / "config.json", config)
 
     def on_eval(step: int, val: float) -> bool:
+        if len(plan.objectives) > 1:  # Optuna keeps intermediate values (and prunes) for one objective only
+            return False
         trial.report(val, step)
         return trial.should_prune()
 
@@ -604,7 +607,8 @@ def _execute(trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path, tr
     trial.set_user_attr("state", state)
     trial.set_user_attr("run_dir", f"runs/{run}")
     if state == "complete":
-        trial.study.tell(trial, result.best_val)  # the objective: val, never test
+        values = [summary[OBJECTIVES[o]] for o in plan.objectives]  # val and seconds, never test
+        trial.study.tell(trial, values if len(values) > 1 else values[0])
     elif state == "pruned":
         trial.study.tell(trial, state=TrialState.PRUNED)
     else:
