@@ -502,7 +502,9 @@ def test_a_two_objective_search_tells_val_and_seconds(tmp_path, names_data):
     rows = {int(r["trial"]): r for r in read_csv(sweep_dir / "results.csv")}
     assert len(rows) == 4 and study.directions == [study.directions[0]] * 2
     for t in study.trials:
-        assert t.values == [float(rows[t.number]["best_val"]), float(rows[t.number]["wall_seconds"])]
+        row = rows[t.number]
+        assert t.values == [float(row["best_val"]), float(row["seconds_to_best"])]
+        assert 0 < float(row["seconds_to_best"]) <= float(row["wall_seconds"])
     assert 1 <= len(study.best_trials) <= 4  # the Pareto front
     with pytest.raises(UsageError, match="cannot prune"):
         plan_from_dict({"name": "x", "mode": "tpe", "trials": 2, "objectives": ["val", "seconds"], "pruner": "asha",

@@ -30,6 +30,7 @@ FIGURES: dict[str, type] = {
     "test_loss": float,           # once, on the selected model
     "best_val": float,
     "best_val_step": int,
+    "seconds_to_best": float,     # wall seconds (evals included) until the selected model's evaluation
     "steps_done": int,            # optimizer updates made
     "steps_to_target": int,       # first eval step with val < target
     "seconds_to_target": float,   # wall seconds (evals included) until then
@@ -64,6 +65,7 @@ class RunResult:
     test_loss: float | None
     best_val: float | None
     best_val_step: int | None
+    seconds_to_best: float | None
     target: float
     steps_to_target: int | None
     seconds_to_target: float | None

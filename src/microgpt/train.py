@@ -314,6 +314,7 @@ class Run:
             test_loss=test_loss,
             best_val=self.best_val,
             best_val_step=self.best_step,
+            seconds_to_best=next((r["elapsed_s"] for r in self.history if r["step"] == self.best_step), None),
             target=self.cfg.target,
             steps_to_target=self.steps_to_target,
             seconds_to_target=self.seconds_to_target,
