@@ -2,10 +2,15 @@
 
 import csv
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+import microgpt
 from microgpt.cli import main
 
 
@@ -110,3 +115,23 @@ def test_cuda_when_absent(tmp_path, capsys, names_path):
         pytest.skip("a CUDA device is present; tests/test_cuda.py exercises it")
     code, _, err = run(capsys, "train", "--data", str(names_path), "--device", "cuda", "--out-dir", str(tmp_path / "r"))
     assert code == 2 and "no CUDA device" in err and not (tmp_path / "r").exists()
+
+
+def test_help_and_flag_errors_import_no_torch():
+    """`microgpt --help` and a mistyped flag must answer at once: torch alone takes seconds to import."""
+    code = """
+import sys
+from microgpt.cli import main
+for argv in (["--help"], ["train", "--help"], ["sweep", "--help"], ["report", "--help"], ["ngram", "--help"],
+             ["sample", "--help"], ["train", "--optimizer", "lion"]):
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+print("heavy:", sorted({m.split(".")[0] for m in sys.modules} & {"torch", "optuna", "matplotlib", "scipy"}))
+"""
+    src = str(Path(microgpt.__file__).resolve().parents[1])  # the microgpt these tests import
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (src, os.environ.get("PYTHONPATH"))))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "heavy: []"

@@ -1,6 +1,5 @@
 """`microgpt report` on records these tests write themselves: a sweep with known losses, single runs, broken inputs."""
 
-import argparse
 import base64
 import csv
 import io
@@ -17,7 +16,7 @@ import pytest
 from scipy import stats as sps
 
 from microgpt import report, stats
-from microgpt.cli import Parser
+from microgpt.cli import build_parser
 from microgpt.config import ModelConfig, TrainConfig, UsageError, resolve, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,14 +113,8 @@ def _cell(value) -> str:
     return "" if value is None else str(value)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="microgpt")
-    report.register(p.add_subparsers(dest="command", required=True, parser_class=Parser))
-    return p
-
-
 def run_report(*argv: str) -> int:
-    return report.run(parser().parse_args(["report", *argv]))
+    return report.run(build_parser().parse_args(["report", *argv]))
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,9 @@
-"""The command line: `microgpt train` and `microgpt sample`. The only module that reads argv, picks the device,
-sets thread counts and makes run directories."""
+"""The command line: `microgpt train`, `sample`, `sweep`, `dashboard`, `report` and `ngram`. The only module that
+reads argv, picks the device, sets thread counts and makes run directories.
+
+Importing it loads no torch, optuna, matplotlib or scipy: `microgpt --help` and a mistyped flag answer at once, and
+each command imports what it runs.
+"""
 
 from __future__ import annotations
 
@@ -12,19 +16,11 @@ import socket
 import sys
 from pathlib import Path
 
-import torch
-
-from .augment import augmentation_text, check_synthetic_source
-from .config import (ACTIVATIONS, AUTOCASTS, DTYPES, INITS, MAX_SAMPLES, NORMS, OPTIMIZERS, PRESETS, SCHEDULES,
-                     ModelConfig, SystemFailure, TrainConfig, UsageError, from_dict, resolve)
-from .data import DATA_ENV, MAX_CHARS, load_dataset
+from .config import (ACTIVATIONS, AUTOCASTS, DATA_ENV, DTYPES, INITS, MAX_CHARS, MAX_SAMPLES, NGRAM_ORDER, NORMS,
+                     OPTIMIZERS, PRESETS, SCHEDULES, ModelConfig, SystemFailure, TrainConfig, UsageError, from_dict,
+                     resolve)
 from .files import check_dir_name, make_dir
 from .interrupt import stop_requests
-from .model import GPT
-from .rundir import (RESUME_FILE, load_checkpoint, load_resume, new_run_dir, read_json, run_config, save_resume,
-                     write_json, write_run)
-from .sample import sample_names, sample_names_microgpt, tag_names, tag_shares
-from .train import train
 
 # Flags whose value goes into a config field of the same name. Everything else is about the process, not the run.
 RUN_FLAGS = (
@@ -34,6 +30,10 @@ RUN_FLAGS = (
     "n_embd", "n_layer", "n_head", "block_size", "dropout", "norm", "embed_norm", "final_norm", "activation",
     "tie_weights", "residual", "init", "init_std", "qk_norm", "decay_frac", "muon_lr", "ema",
 )
+
+
+DATA_HELP = (f"one example per line, UTF-8 (default: ${DATA_ENV}, else ~/.cache/microgpt/names.txt, else download "
+             "makemore's names.txt, sha256-checked)")
 
 
 class Parser(argparse.ArgumentParser):
@@ -48,9 +48,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     """Every model and training flag; default None so only what the user typed overrides the preset."""
     bool_flag = argparse.BooleanOptionalAction
     g = p.add_argument_group("data")
-    g.add_argument("--data", metavar="PATH",
-                   help=f"one example per line, UTF-8 (default: ${DATA_ENV}, else ~/.cache/microgpt/names.txt, "
-                        "else download makemore's names.txt, sha256-checked)")
+    g.add_argument("--data", metavar="PATH", help=DATA_HELP)
     g.add_argument("--split-seed", type=int, help="seed of PROTOCOL.md's split permutation (default 3407)")
     g.add_argument("--max-chars", type=int, default=MAX_CHARS, metavar="N",
                    help=f"longest example accepted, in characters (default {MAX_CHARS}): a longer line is an "
@@ -169,10 +167,34 @@ def build_parser() -> Parser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--storage", metavar="URL", help="the storage URL with its password (storage.txt keeps none)")
 
-    from . import ngram, report
+    p = sub.add_parser(
+        "report", help="summarise runs and sweeps into report.html, report.md and summary.csv",
+        description="Read run directories and sweep directories (CSV and JSON records only) and write a report: "
+                    "report.html (self-contained), report.md, the PNG figures and summary.csv.")
+    p.add_argument("dirs", nargs="+", metavar="DIR",
+                   help="sweep directories (sweeps/<name>), run directories, or folders of run directories")
+    p.add_argument("--baseline", metavar="RUN_DIR|CONFIG",
+                   help="what the others are compared with: a run directory or a configuration id "
+                        "(default: the configuration equal to a plan's [base])")
+    p.add_argument("--top", type=int, default=3, help="configurations shown in detail, by mean val loss (default 3)")
+    p.add_argument("-o", "--out", default="report", help="output directory (default report/)")
 
-    report.register(sub)
-    ngram.register(sub)
+    p = sub.add_parser(
+        "ngram", help="fit a Kneser-Ney character n-gram: the count-based reference for the transformer",
+        description="Fit an interpolated Kneser-Ney character n-gram on the train split and print its train, val and "
+                    "test loss under PROTOCOL.md's measure (the same the transformer reports).")
+    p.add_argument("--order", type=int, metavar="N",
+                   help=f"n-gram order: a prediction sees the N-1 tokens before it (default {NGRAM_ORDER})")
+    p.add_argument("--orders", metavar="LOW-HIGH",
+                   help="fit each order of a range (e.g. 1-8) or list (e.g. 2,4,6) and print a table")
+    p.add_argument("--discount", type=float, metavar="D",
+                   help="one absolute discount in (0, 1) for every order (default: modified Kneser-Ney D1, D2, D3+ "
+                        "per order, from count-of-counts)")
+    p.add_argument("--data", metavar="PATH", help=DATA_HELP)
+    p.add_argument("--split-seed", type=int, metavar="N",
+                   help=f"seed of PROTOCOL.md's split permutation (default {TrainConfig.split_seed})")
+    p.add_argument("--max-chars", type=int, metavar="N", default=MAX_CHARS,
+                   help=f"longest example accepted, in characters (default {MAX_CHARS})")
 
     p = sub.add_parser("sample", help="generate names from a trained run",
                        description="Generate names from a run's model.pt; tag each new / in train / in val-test.")
@@ -189,6 +211,8 @@ def build_parser() -> Parser:
 
 
 def resolve_device(name: str) -> str:
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -197,6 +221,12 @@ def resolve_device(name: str) -> str:
 
 
 def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
+    import torch
+
+    from .augment import check_synthetic_source
+    from .data import load_dataset
+    from .rundir import new_run_dir, run_config, write_json
+
     if args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     if args.checkpoint_every < 0:
@@ -224,6 +254,9 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
 
 def resume_train(args: argparse.Namespace, argv: list[str], overrides: dict) -> int:
     """`microgpt train --resume RUN_DIR`: the run's own settings, data and split, from its resume.pt onwards."""
+    from .data import load_dataset
+    from .rundir import RESUME_FILE, load_resume, read_json, write_json
+
     given = sorted(f"--{k.replace('_', '-')}" for k in overrides) + [f for f, v in (
         ("--preset", args.preset), ("--name", args.name), ("--data", args.data)) if v]
     if given:
@@ -259,6 +292,9 @@ def resume_train(args: argparse.Namespace, argv: list[str], overrides: dict) -> 
 
 
 def print_setup(data, model_cfg: ModelConfig, cfg: TrainConfig, device: str, threads: int) -> None:
+    from .augment import augmentation_text
+    from .model import GPT
+
     print(f"data   {data.path}: {len(data.words):,} examples, vocab {data.tokenizer.vocab_size} "
           f"| train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,} (split seed {data.split_seed})")
     print(f"model  {GPT(model_cfg).num_params():,} params: {model_cfg.n_layer} layer x {model_cfg.n_head} heads x {model_cfg.n_embd} wide, block "
@@ -275,6 +311,12 @@ def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: Train
     If the records cannot be written (a full disk), a run directory that holds a resume checkpoint is kept for
     --resume, and one without is removed rather than left half-written.
     """
+    import torch
+
+    from .rundir import RESUME_FILE, save_resume, write_run
+    from .sample import sample_names, sample_names_microgpt, tag_names, tag_shares
+    from .train import train
+
     checkpoint = run_dir / RESUME_FILE
     py_rng = random.Random(cfg.seed) if cfg.parity else None
     try:
@@ -324,6 +366,12 @@ def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: Train
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import load_dataset
+    from .rundir import load_checkpoint, read_json
+    from .sample import sample_names, tag_names, tag_shares
+
     if not 1 <= args.num <= MAX_SAMPLES:
         raise UsageError(f"-n must be in 1..{MAX_SAMPLES:,}, got {args.num:,}; for more names, run again with another "
                          "--seed")

@@ -18,6 +18,11 @@ SCHEDULES = ("constant", "linear", "cosine", "exponential", "wsd")
 DTYPES = ("float32", "float64")
 AUTOCASTS = ("off", "bfloat16")
 MAX_SAMPLES = 10_000  # names one command generates: more is a typo, and each costs a forward pass per character
+DATA_ENV = "MICROGPT_DATA"  # the dataset file when --data is not given (before the cache and the download)
+# Longest example accepted, in characters. The context is sized to the longest example, so one stray 10 MB line would
+# ask for a 10M-position model (160M parameters at the default width); names.txt's longest is 15.
+MAX_CHARS = 64
+NGRAM_ORDER = 6  # `microgpt ngram`'s order: the protocol's reference model, a character 6-gram (Kneser-Ney)
 
 
 class UsageError(ValueError):
@@ -90,7 +95,7 @@ class TrainConfig:
     noise: float = 0.0            # augmentation: per input character, probability of a substitution or deletion (targets clean)
     synthetic: float = 0.0        # augmentation: share of each batch's names drawn from a pool of generated names
     synthetic_from: str = "ngram" # ngram (Kneser-Ney fitted to the train split) | a run directory trained on this split
-    synthetic_order: int = 6      # order of that n-gram
+    synthetic_order: int = NGRAM_ORDER  # order of that n-gram
     curriculum: int = 0           # augmentation: steps over which the name-length cap grows from shortest to longest
     eval_every: int = 200         # steps between val evaluations (and one at the end)
     patience: int = 0             # stop after this many evaluations without a new best val; 0 = never

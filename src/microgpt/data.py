@@ -18,16 +18,12 @@ from pathlib import Path
 
 import torch
 
-from .config import UsageError
+from .config import DATA_ENV, MAX_CHARS, UsageError
 from .files import write_atomic
 
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/988aa59/names.txt"
 NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
-DATA_ENV = "MICROGPT_DATA"
 MIN_EXAMPLES = 10  # the smallest file whose splits are non-empty: 1 test, 1 val, 8 train
-# Longest example accepted, in characters. The context is sized to the longest example, so one stray 10 MB line would
-# ask for a 10M-position model (160M parameters at the default width); names.txt's longest is 15.
-MAX_CHARS = 64
 
 
 def cache_path() -> Path:

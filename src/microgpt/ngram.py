@@ -32,11 +32,10 @@ import time
 from collections import Counter
 from typing import Iterator, Sequence
 
-from .config import UsageError
-from .data import DATA_ENV, MAX_CHARS, load_dataset
+from .config import NGRAM_ORDER, UsageError
+from .data import load_dataset
 from .train import tier_of
 
-DEFAULT_ORDER = 6       # PROTOCOL.md's reference row: a character 6-gram, ~1.947 on makemore's test split
 DEFAULT_SPLIT_SEED = 3407
 FALLBACK_DISCOUNT = 0.5  # only for a level with no count-1 n-grams, where count-of-counts estimate nothing (tiny data)
 
@@ -184,29 +183,6 @@ def parse_orders(text: str) -> list[int]:
     return orders
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add `microgpt ngram` to the CLI's subcommands."""
-    p = subparsers.add_parser(
-        "ngram", help="fit a Kneser-Ney character n-gram: the count-based reference for the transformer",
-        description="Fit an interpolated Kneser-Ney character n-gram on the train split and print its train, val and "
-                    "test loss under PROTOCOL.md's measure (the same the transformer reports).")
-    p.add_argument("--order", type=int, metavar="N",
-                   help=f"n-gram order: a prediction sees the N-1 tokens before it (default {DEFAULT_ORDER})")
-    p.add_argument("--orders", metavar="LOW-HIGH",
-                   help="fit each order of a range (e.g. 1-8) or list (e.g. 2,4,6) and print a table")
-    p.add_argument("--discount", type=float, metavar="D",
-                   help="one absolute discount in (0, 1) for every order (default: modified Kneser-Ney D1, D2, D3+ "
-                        "per order, from count-of-counts)")
-    p.add_argument("--data", metavar="PATH",
-                   help=f"one example per line, UTF-8 (default: ${DATA_ENV}, else ~/.cache/microgpt/names.txt, "
-                        "else download makemore's names.txt, sha256-checked)")
-    p.add_argument("--split-seed", type=int, metavar="N",
-                   help=f"seed of PROTOCOL.md's split permutation (default {DEFAULT_SPLIT_SEED})")
-    p.add_argument("--max-chars", type=int, metavar="N", default=MAX_CHARS,
-                   help=f"longest example accepted, in characters (default {MAX_CHARS})")
-    return p
-
-
 def run(args: argparse.Namespace) -> int:
     """Execute `microgpt ngram`; UsageError on bad input."""
     if args.order is not None and args.orders is not None:
@@ -214,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     if args.orders is not None:
         orders = parse_orders(args.orders)
     else:
-        orders = [DEFAULT_ORDER if args.order is None else args.order]
+        orders = [NGRAM_ORDER if args.order is None else args.order]
         check_order(orders[0])
     if args.discount is not None:
         check_discount(args.discount)

@@ -1116,22 +1116,6 @@ def write_report(records: Records, baseline_arg: str | None, top_n: int, out: Pa
 
 # ----------------------------------------------------------------------------------------------------------------- CLI
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add `microgpt report` to the CLI's subcommands."""
-    p = subparsers.add_parser(
-        "report", help="summarise runs and sweeps into report.html, report.md and summary.csv",
-        description="Read run directories and sweep directories (CSV and JSON records only) and write a report: "
-                    "report.html (self-contained), report.md, the PNG figures and summary.csv.")
-    p.add_argument("dirs", nargs="+", metavar="DIR",
-                   help="sweep directories (sweeps/<name>), run directories, or folders of run directories")
-    p.add_argument("--baseline", metavar="RUN_DIR|CONFIG",
-                   help="what the others are compared with: a run directory or a configuration id "
-                        "(default: the configuration equal to a plan's [base])")
-    p.add_argument("--top", type=int, default=3, help="configurations shown in detail, by mean val loss (default 3)")
-    p.add_argument("-o", "--out", default="report", help="output directory (default report/)")
-    return p
-
-
 def run(args: argparse.Namespace) -> int:
     """Execute `microgpt report`; UsageError on bad input."""
     if args.top < 1:
