@@ -1,6 +1,7 @@
 """The command line, through main([...]) as a user types it."""
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 import microgpt
-from microgpt.cli import main
+from microgpt.cli import build_parser, main
+from microgpt.config import ModelConfig, TrainConfig
 
 
 def run(capsys, *argv):
@@ -135,3 +137,22 @@ print("heavy:", sorted({m.split(".")[0] for m in sys.modules} & {"torch", "optun
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "heavy: []"
+
+
+def test_every_config_field_is_one_flag_with_its_default():
+    """The flags are made from the config fields: one each (vocab_size comes from the data, extra is notes), named
+    after the field, default None so a preset is only overridden by what was typed, help ending with the default."""
+    fields = [f for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls)]
+    subcommands = build_parser()._subparsers._group_actions[0].choices
+    for command in ("train", "sweep"):
+        actions = [a for a in subcommands[command]._actions if a.dest in {f.name for f in fields}]
+        assert sorted(a.dest for a in actions) == sorted(f.name for f in fields if f.name not in ("vocab_size", "extra"))
+        for a in actions:
+            default = next(f.default for f in fields if f.name == a.dest)
+            shown = ("on" if default else "off") if isinstance(default, bool) else \
+                f"{default:g}" if isinstance(default, float) else str(default)
+            assert f"--{a.dest.replace('_', '-')}" in a.option_strings and a.default is None
+            assert a.help.endswith(")") and shown in a.help.rsplit("(default ", 1)[1], (a.dest, a.help)
+    args = build_parser().parse_args(["train", "-s", "5", "-e", "32", "--no-embed-norm", "--lr", "0.02", "-c", "20"])
+    assert (args.steps, args.n_embd, args.embed_norm, args.lr, args.block_size) == (5, 32, False, 0.02, 20)
+    assert args.final_norm is None and args.schedule is None

@@ -8,6 +8,7 @@ each command imports what it runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import random
@@ -16,21 +17,10 @@ import socket
 import sys
 from pathlib import Path
 
-from .config import (ACTIVATIONS, AUTOCASTS, DATA_ENV, DTYPES, INITS, MAX_CHARS, MAX_SAMPLES, NGRAM_ORDER, NORMS,
-                     OPTIMIZERS, PRESETS, SCHEDULES, ModelConfig, SystemFailure, TrainConfig, UsageError, from_dict,
-                     resolve)
+from .config import (DATA_ENV, MAX_CHARS, MAX_SAMPLES, NGRAM_ORDER, PRESETS, ModelConfig, SystemFailure, TrainConfig,
+                     UsageError, from_dict, resolve)
 from .files import check_dir_name, make_dir
 from .interrupt import stop_requests
-
-# Flags whose value goes into a config field of the same name. Everything else is about the process, not the run.
-RUN_FLAGS = (
-    "steps", "batch_size", "lr", "min_lr", "schedule", "warmup_steps", "optimizer", "beta1", "beta2", "eps",
-    "momentum", "nesterov", "weight_decay", "decay_all", "grad_clip", "eval_every", "patience", "target", "seed",
-    "split_seed", "dtype", "autocast", "parity", "noise", "synthetic", "synthetic_from", "synthetic_order", "curriculum", "log_every", "samples", "temperature",
-    "n_embd", "n_layer", "n_head", "block_size", "dropout", "norm", "embed_norm", "final_norm", "activation",
-    "tie_weights", "residual", "init", "init_std", "qk_norm", "decay_frac", "muon_lr", "ema",
-)
-
 
 DATA_HELP = (f"one example per line, UTF-8 (default: ${DATA_ENV}, else ~/.cache/microgpt/names.txt, else download "
              "makemore's names.txt, sha256-checked)")
@@ -44,75 +34,43 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+# --help's groups of the run flags, in order, with a line under the title; a config field names its group in its
+# metadata (config.setting), else it is "model" (ModelConfig) or "training" (TrainConfig)
+RUN_GROUPS = {"data": None, "model": None, "training": None, "data augmentation": "training batches only",
+              "evaluation and output": None}
+
+
+def run_fields() -> list[dataclasses.Field]:
+    """The config fields that are flags: those with help in their metadata (all but vocab_size and extra)."""
+    return [f for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
+def default_text(value: object) -> str:
+    """A default as --help shows it: on/off, 0.01, 1e-08, float32."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def add_run_flags(p: argparse.ArgumentParser) -> None:
-    """Every model and training flag; default None so only what the user typed overrides the preset."""
-    bool_flag = argparse.BooleanOptionalAction
-    g = p.add_argument_group("data")
-    g.add_argument("--data", metavar="PATH", help=DATA_HELP)
-    g.add_argument("--split-seed", type=int, help="seed of PROTOCOL.md's split permutation (default 3407)")
-    g.add_argument("--max-chars", type=int, default=MAX_CHARS, metavar="N",
-                   help=f"longest example accepted, in characters (default {MAX_CHARS}): a longer line is an "
-                        "error, not a model sized to it")
-    g = p.add_argument_group("model")
-    g.add_argument("-e", "--n-embd", type=int, help="residual width (default 16)")
-    g.add_argument("-y", "--n-layer", type=int, help="transformer blocks (default 1)")
-    g.add_argument("--n-head", type=int, help="attention heads, must divide --n-embd (default 4)")
-    g.add_argument("-c", "--block-size", type=int, help="positions; >= longest example + 1 (default: exactly that)")
-    g.add_argument("--dropout", type=float, help="dropout probability in [0, 1) (default 0)")
-    g.add_argument("--norm", choices=NORMS, help="rmsnorm (no gain, microgpt) | rmsnorm_gain | layernorm")
-    g.add_argument("--embed-norm", action=bool_flag, help="norm right after the embeddings (default on, microgpt)")
-    g.add_argument("--final-norm", action=bool_flag, help="norm before the head (default off, microgpt)")
-    g.add_argument("--activation", choices=ACTIVATIONS, help="MLP activation (default relu)")
-    g.add_argument("--tie-weights", action=bool_flag, help="share wte with lm_head (default off)")
-    g.add_argument("--residual", action=bool_flag, help="residual connections (default on)")
-    g.add_argument("--qk-norm", action=bool_flag, help="RMS-normalise queries and keys per head (default off)")
-    g.add_argument("--init", choices=INITS, help="microgpt: N(0, --init-std); scaled: nanoGPT's 0.02 with scaled projections")
-    g.add_argument("--init-std", type=float, help="std of the microgpt init (default 0.08)")
-    g = p.add_argument_group("training")
-    g.add_argument("-s", "--steps", type=int, help="optimizer steps (default 1000)")
-    g.add_argument("-b", "--batch-size", type=int, help="names per step (default 1)")
-    g.add_argument("-l", "--lr", type=float, help="peak learning rate (default 0.01)")
-    g.add_argument("--min-lr", type=float, help="learning rate the decay ends at (default 0)")
-    g.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default linear, microgpt)")
-    g.add_argument("--warmup-steps", type=int, help="linear warmup steps before the schedule (default 0)")
-    g.add_argument("--decay-frac", type=float, help="wsd: share of steps at the end spent decaying (default 0.2)")
-    g.add_argument("--optimizer", choices=OPTIMIZERS,
-                   help="default adam (betas 0.85/0.99, eps 1e-8, microgpt); muon: Muon on hidden matrices + AdamW")
-    g.add_argument("--muon-lr", type=float, help="muon: peak lr of the matrix updates (default 0.02)")
-    g.add_argument("--beta1", type=float, help="Adam/AdamW beta1 (default 0.85)")
-    g.add_argument("--beta2", type=float, help="Adam/AdamW beta2, RMSprop alpha (default 0.99)")
-    g.add_argument("--eps", type=float, help="Adam/AdamW/RMSprop epsilon (default 1e-8)")
-    g.add_argument("--momentum", type=float, help="SGD/RMSprop momentum (default 0.9)")
-    g.add_argument("--nesterov", action=bool_flag, help="Nesterov momentum for SGD")
-    g.add_argument("--weight-decay", type=float, help="decoupled for adamw, L2 otherwise (default 0)")
-    g.add_argument("--decay-all", action=bool_flag, help="decay embeddings and norm gains too (default: matrices only)")
-    g.add_argument("--grad-clip", type=float, help="clip the global grad norm to this; 0 = off (default 0)")
-    g.add_argument("--ema", type=float, help="evaluate an EMA of the weights with this decay, e.g. 0.999; 0 = off")
-    g.add_argument("--dtype", choices=DTYPES, help="default float32 (float64 with --preset microgpt)")
-    g.add_argument("--autocast", choices=AUTOCASTS,
-                   help="bfloat16: train forward passes in bf16 autocast, ~1.7x faster on CPUs with AVX512-BF16 "
-                        "(BENCHMARKS.md); evaluation stays float32. Default off")
-    g.add_argument("--seed", type=int, help="init, dropout and batch-order seed (default 1337; 42 for microgpt)")
-    g.add_argument("--parity", action=bool_flag,
-                   help="microgpt.py's exact run: Python-RNG init and order over all names (set by --preset microgpt)")
-    g = p.add_argument_group("data augmentation (training batches only)")
-    g.add_argument("--noise", type=float, help="per input character, probability of a random substitution or deletion; "
-                                               "targets stay clean (default 0)")
-    g.add_argument("--synthetic", type=float, help="share of each batch's names drawn from generated names (default 0)")
-    g.add_argument("--synthetic-from", metavar="ngram|RUN_DIR",
-                   help="where synthetic names come from: ngram (Kneser-Ney on the train split, the default) or a "
-                        "run directory whose model was trained on the same split")
-    g.add_argument("--synthetic-order", type=int, help="order of the n-gram that generates them (default 6)")
-    g.add_argument("--curriculum", type=int, metavar="STEPS",
-                   help="short names first: over these first steps the length cap grows from the shortest name to "
-                        "the longest (default 0 = off)")
-    g = p.add_argument_group("evaluation and output")
-    g.add_argument("--eval-every", type=int, help="steps between val evaluations (default 200)")
-    g.add_argument("--patience", type=int, help="early stop after this many evals without a better val; 0 = off")
-    g.add_argument("--target", type=float, help="val loss whose first crossing is timed (default 1.9)")
-    g.add_argument("--log-every", type=int, help="steps between console lines (default 100)")
-    g.add_argument("--samples", type=int, help="names written to samples.txt (default 20)")
-    g.add_argument("--temperature", type=float, help="sampling temperature for samples.txt (default 0.5)")
+    """--data, --max-chars and a flag per config field; default None, so only what the user typed overrides the
+    preset."""
+    groups = {title: p.add_argument_group(title, line) for title, line in RUN_GROUPS.items()}
+    groups["data"].add_argument("--data", metavar="PATH", help=DATA_HELP)
+    groups["data"].add_argument("--max-chars", type=int, default=MAX_CHARS, metavar="N",
+                                help=f"longest example accepted, in characters (default {MAX_CHARS}): a longer line "
+                                     "is an error, not a model sized to it")
+    for f in run_fields():
+        meta = f.metadata
+        group = meta.get("group") or ("model" if f.name in ModelConfig.__dataclass_fields__ else "training")
+        names = ([meta["short"]] if "short" in meta else []) + [f"--{f.name.replace('_', '-')}"]
+        shown = meta.get("default_text", default_text(f.default))
+        kwargs: dict = {"dest": f.name, "default": None, "help": f"{meta['help']} (default {shown})".replace("%", "%%")}
+        if isinstance(f.default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs.update(type=type(f.default), choices=meta.get("choices"), metavar=meta.get("metavar"))
+        groups[group].add_argument(*names, **kwargs)
 
 
 def build_parser() -> Parser:
@@ -232,7 +190,7 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     if args.checkpoint_every < 0:
         raise UsageError(f"--checkpoint-every must be >= 0 (0 = only on interrupt), got {args.checkpoint_every}")
     torch.set_num_threads(args.threads)
-    overrides = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
+    overrides = {f.name: getattr(args, f.name) for f in run_fields() if getattr(args, f.name) is not None}
     if args.resume:
         return resume_train(args, argv, overrides)
     split_seed = overrides.get("split_seed", TrainConfig.split_seed)
@@ -415,7 +373,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if args.name is not None:
         check_dir_name(args.name, "--name")
-    overrides = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
+    overrides = {f.name: getattr(args, f.name) for f in run_fields() if getattr(args, f.name) is not None}
     sources = sum(bool(x) for x in (args.plan_args, args.join, args.refine, args.grid or args.space))
     if sources != 1:
         raise UsageError("give exactly one of: a PLAN.toml, --grid/--space flags, --join NAME, --refine SWEEP_DIR")
