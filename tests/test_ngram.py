@@ -119,7 +119,7 @@ def test_cli_prints_losses_and_a_table(tiny_file, capsys):
 
 
 def test_names_order_six_matches_the_reference(names_data):
-    """PROTOCOL.md cites ~1.947 for a KN 6-gram on makemore's test split; this implementation measures 1.9435."""
+    """docs/protocol.md cites ~1.947 for a KN 6-gram on makemore's test split; this implementation measures 1.9435."""
     tok = names_data.tokenizer
     train, val, test = (names_data.encoded(name) for name in ("train", "val", "test"))
     six = KneserNey(6, tok.vocab_size, tok.bos).fit(train)

@@ -140,7 +140,7 @@ def build_parser() -> Parser:
     p = sub.add_parser(
         "ngram", help="fit a Kneser-Ney character n-gram: the count-based reference for the transformer",
         description="Fit an interpolated Kneser-Ney character n-gram on the train split and print its train, val and "
-                    "test loss under PROTOCOL.md's measure (the same the transformer reports).")
+                    "test loss under docs/protocol.md's measure (the same the transformer reports).")
     p.add_argument("--order", type=int, metavar="N",
                    help=f"n-gram order: a prediction sees the N-1 tokens before it (default {NGRAM_ORDER})")
     p.add_argument("--orders", metavar="LOW-HIGH",
@@ -150,7 +150,7 @@ def build_parser() -> Parser:
                         "per order, from count-of-counts)")
     p.add_argument("--data", metavar="PATH", help=DATA_HELP)
     p.add_argument("--split-seed", type=int, metavar="N",
-                   help=f"seed of PROTOCOL.md's split permutation (default {TrainConfig.split_seed})")
+                   help=f"seed of docs/protocol.md's split permutation (default {TrainConfig.split_seed})")
     p.add_argument("--max-chars", type=int, metavar="N", default=MAX_CHARS,
                    help=f"longest example accepted, in characters (default {MAX_CHARS})")
 

@@ -124,7 +124,7 @@ class TrainConfig:
     patience: int = setting(0, "stop after this many evaluations without a new best val; 0 = never", group=OUTPUT)
     target: float = setting(1.9, "val loss whose first crossing is timed (steps and seconds)", group=OUTPUT)
     seed: int = setting(1337, "model init, dropout, batch order (each its own generator); 42 with --preset microgpt")
-    split_seed: int = setting(3407, "seed of PROTOCOL.md's split permutation", group="data")
+    split_seed: int = setting(3407, "seed of docs/protocol.md's split permutation", group="data")
     dtype: str = setting("float32", "parameters and activations (float64 with --preset microgpt)", choices=DTYPES)
     autocast: str = setting("off", "bfloat16: training forward passes in bf16 autocast, ~1.7x faster on CPUs with "
                             "AVX512-BF16 (BENCHMARKS.md); weights, optimizer and evaluations stay dtype",

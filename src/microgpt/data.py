@@ -1,4 +1,4 @@
-"""Names in, token batches out: where the dataset comes from, its vocabulary, PROTOCOL.md's splits, packed batches.
+"""Names in, token batches out: where the dataset comes from, its vocabulary, docs/protocol.md's splits, packed batches.
 
 A name of n characters is the sequence BOS c1 .. cn BOS and gives n+1 predictions. Batches pack several names into
 one row with a block-diagonal causal mask and positions restarting at 0 for each name, so no step computes on padding
@@ -136,7 +136,7 @@ class Tokenizer:
 
 
 def split_words(words: list[str], seed: int = 3407) -> tuple[list[str], list[str], list[str]]:
-    """(train, val, test) exactly as PROTOCOL.md: makemore's randperm, test = its last n_test, val the n_test before."""
+    """(train, val, test) as docs/protocol.md: makemore's randperm, test = its last n_test, val the n_test before."""
     if len(words) < MIN_EXAMPLES:
         raise UsageError(
             f"the splits need at least {MIN_EXAMPLES} examples (1 test, 1 val, 8 train); the data has {len(words)}"
@@ -153,7 +153,7 @@ def split_words(words: list[str], seed: int = 3407) -> tuple[list[str], list[str
 
 @dataclass
 class Dataset:
-    """One loaded dataset: its source, vocabulary and the three splits (PROTOCOL.md)."""
+    """One loaded dataset: its source, vocabulary and the three splits (docs/protocol.md)."""
 
     path: str
     sha256: str
@@ -259,7 +259,7 @@ def pack(seqs: list[list[int]], bos: int, width: int | None = None) -> Batch:
 
 
 def frame(seq: list[int], bos: int) -> tuple[list[int], list[int]]:
-    """A name's (inputs, targets) as PROTOCOL.md frames it: BOS c1..cn -> c1..cn BOS."""
+    """A name's (inputs, targets) as docs/protocol.md frames it: BOS c1..cn -> c1..cn BOS."""
     return [bos, *seq], [*seq, bos]
 
 

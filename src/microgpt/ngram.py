@@ -1,6 +1,6 @@
 """`microgpt ngram`: an interpolated Kneser-Ney character n-gram, the count-based reference the transformer is measured
-against. It reads the same splits and reports the same loss as every other model here (PROTOCOL.md), so its figures sit
-beside a trained run's.
+against. It reads the same splits and reports the same loss as every other model here (docs/protocol.md), so its
+figures sit beside a trained run's.
 
 The model, in the notation of Chen & Goodman, "An Empirical Study of Smoothing Techniques for Language Modeling"
 (Harvard TR-10-98, 1998), eq. 17 and section 3 ("modified Kneser-Ney"), interpolated at every order:
@@ -14,7 +14,7 @@ the lower orders; an unseen history h gives P_k = P_{k-1}. Discounts per order f
 Y = n1 / (n1 + 2 n2), D1 = 1 - 2Y n2/n1, D2 = 2 - 3Y n3/n2, D3+ = 3 - 4Y n4/n3 (Chen & Goodman eq. 26); `discount=D`
 replaces them by one absolute discount D for every order and count.
 
-Choices, for PROTOCOL.md's `BOS c1 .. cn BOS`:
+Choices, for docs/protocol.md's `BOS c1 .. cn BOS`:
 - The history of a prediction is truncated at the name's start: the first character is predicted from (BOS,), the
   second from (BOS, c1), and so on; names are independent, so no history crosses into another name and none is padded.
 - An n-gram that starts with the name's BOS has nothing to its left, so it keeps its raw count at every order (the
@@ -142,12 +142,8 @@ class KneserNey:
             p = ((a - d[min(a, 3) - 1] if a else 0.0) + gamma * p) / total
         return p
 
-    def log_prob(self, context: Sequence[int], token: int) -> float:
-        """Natural log of prob(context, token)."""
-        return math.log(self.prob(context, token))
-
     def loss(self, seqs: Sequence[Sequence[int]]) -> float:
-        """PROTOCOL.md's loss: mean NLL (nats) over every prediction of every name (ids without BOS)."""
+        """docs/protocol.md's loss: mean NLL (nats) over every prediction of every name (ids without BOS)."""
         total, count = 0.0, 0
         for s in seqs:
             tokens = (self.bos, *s, self.bos)

@@ -1,7 +1,8 @@
 """`microgpt report`: read run and sweep records (CSV and JSON only) and write one report of what they measured.
 
 It never builds or loads a model: every number comes from results.csv, summary.json, metrics.csv and samples.txt, and
-every loss is PROTOCOL.md's held-out, token-weighted mean (nats/token). Val ranks; test is what the report compares.
+every loss is docs/protocol.md's held-out, token-weighted mean (nats/token). Val ranks; test is what the report
+compares.
 
 out/
   report.html    one self-contained file: the figures inline as base64 PNGs, opens offline
@@ -381,7 +382,7 @@ def _digest(text: str) -> str:
 
 
 def ranked(configs: list[Configuration]) -> list[Configuration]:
-    """Configurations with a mean val loss, lowest first (val ranks; PROTOCOL.md)."""
+    """Configurations with a mean val loss, lowest first (val ranks; docs/protocol.md)."""
     scored = [c for c in configs if c.spread("val_loss").n]
     return sorted(scored, key=lambda c: c.spread("val_loss").mean)
 
@@ -790,7 +791,8 @@ def tiers_section(configs: list[Configuration]) -> Section:
         name = names[tier - 1] if tier else names[-2] if mean is not None else names[-1]
         bins.setdefault(name, []).append(config.label)
     rows = [[n, str(len(bins.get(n, []))), _clip(bins.get(n, []))] for n in names]
-    return Section("Tiers", ["Each configuration by its mean test loss over its complete seeds (PROTOCOL.md tiers).",
+    return Section("Tiers", ["Each configuration by its mean test loss over its complete seeds (docs/protocol.md "
+                             "tiers).",
                              Table(["tier", "configurations", "ids"], rows)])
 
 

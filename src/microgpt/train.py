@@ -19,11 +19,11 @@ from .data import Batch, BatchSampler, Dataset, SequenceSampler, rng_state, set_
 from .model import GPT, init_weights
 from .optim import build_optimizer, lr_at
 
-TIERS = ((1, 1.9), (2, 2.0), (3, 2.2))  # PROTOCOL.md: tier by test loss
+TIERS = ((1, 1.9), (2, 2.0), (3, 2.2))  # docs/protocol.md: tier by test loss
 
 
 def tier_of(test_loss: float | None) -> int | None:
-    """1, 2 or 3 by PROTOCOL.md's thresholds on test loss; None above 2.2 or without a test loss."""
+    """1, 2 or 3 by docs/protocol.md's thresholds on test loss; None above 2.2 or without a test loss."""
     if test_loss is None or not math.isfinite(test_loss):
         return None
     for tier, bound in TIERS:
@@ -80,7 +80,7 @@ class WeightAverage:
 
 @dataclass
 class RunResult:
-    """What one run measured. Losses are held-out figures of the val-selected model (PROTOCOL.md)."""
+    """What one run measured. Losses are held-out figures of the val-selected model (docs/protocol.md)."""
 
     state: str                          # complete (all steps, or early-stopped by patience) | stopped (on_eval asked) | diverged
                                         # | interrupted (should_stop asked; no test/train loss, resumable)
