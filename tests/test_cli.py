@@ -13,7 +13,7 @@ import torch
 
 import microgpt
 from microgpt.cli import build_parser, main
-from microgpt.config import ModelConfig, TrainConfig
+from microgpt.config import PRESETS, ModelConfig, TrainConfig, resolve
 
 
 def run(capsys, *argv):
@@ -156,3 +156,23 @@ def test_every_config_field_is_one_flag_with_its_default():
     args = build_parser().parse_args(["train", "-s", "5", "-e", "32", "--no-embed-norm", "--lr", "0.02", "-c", "20"])
     assert (args.steps, args.n_embd, args.embed_norm, args.lr, args.block_size) == (5, 32, False, 0.02, 20)
     assert args.final_norm is None and args.schedule is None
+
+
+def test_a_shortened_preset_keeps_its_proportions():
+    """`--preset best -s 300` used to stop on "warmup_steps 500 must be below steps 300": with fewer steps than the
+    preset's, its warmup and eval/log intervals shrink in proportion, unless they were given."""
+    preset = PRESETS["best"][1]
+    assert (preset["steps"], preset["warmup_steps"], preset["eval_every"], preset["log_every"]) == (20000, 500, 1000, 1000)
+    cfg = resolve({"steps": 300}, "best")[1]
+    assert (cfg.steps, cfg.warmup_steps, cfg.eval_every, cfg.log_every) == (300, 7, 15, 15)
+    cfg = resolve({"steps": 300, "warmup_steps": 50, "eval_every": 100}, "best")[1]
+    assert (cfg.warmup_steps, cfg.eval_every, cfg.log_every) == (50, 100, 15)
+    cfg = resolve({"steps": 2}, "best")[1]
+    assert (cfg.warmup_steps, cfg.eval_every, cfg.log_every) == (0, 1, 1)
+    cfg = resolve({"steps": 40000}, "best")[1]  # longer than the preset: its values stand
+    assert (cfg.warmup_steps, cfg.eval_every, cfg.log_every) == (500, 1000, 1000)
+    assert resolve({"steps": 1000}, "makemore")[1].eval_every == 50
+    assert resolve({"steps": 300})[1].eval_every == TrainConfig.eval_every  # no preset: the defaults stand
+    args = build_parser().parse_args(["train", "--preset", "best", "-s", "300"])
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k in TrainConfig.__dataclass_fields__}
+    assert resolve(overrides, args.preset)[1].warmup_steps == 7

@@ -91,7 +91,8 @@ AUGMENT, OUTPUT = "data augmentation", "evaluation and output"  # --help groups 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = setting(1000, "optimizer steps", short="-s")
+    steps: int = setting(1000, "optimizer steps; fewer than a preset's shrink its warmup, eval and log intervals in "
+                         "proportion, unless those are given", short="-s")
     batch_size: int = setting(1, "names per step", short="-b")
     lr: float = setting(0.01, "peak learning rate", short="-l")
     min_lr: float = setting(0.0, "where linear/cosine/exponential/wsd decay ends, at the last step")
@@ -266,18 +267,30 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
+# A preset's intervals that are shares of its length: with fewer --steps than the preset's, each one the user did not
+# set shrinks in the same proportion (`--preset best -s 300`: warmup 500 -> 7, eval and log every 1000 -> 15 steps).
+SCALED_WITH_STEPS = ("warmup_steps", "eval_every", "log_every")
+
+
 def resolve(
     overrides: dict[str, Any],
     preset: str | None = None,
     vocab_size: int = 27,
     default_block_size: int = 16,
 ) -> tuple[ModelConfig, TrainConfig]:
-    """Defaults, then the preset, then overrides (any field of either config) -> validated configs."""
+    """Defaults, then the preset, then overrides (any field of either config) -> validated configs. A preset shortened
+    by overrides["steps"] has its SCALED_WITH_STEPS intervals scaled down with it, unless overrides sets them."""
     if preset is not None and preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     model_values, train_values = PRESETS[preset] if preset else ({}, {})
     model_values = {"vocab_size": vocab_size, "block_size": default_block_size, **model_values}
     train_values = dict(train_values)
+    steps, preset_steps = overrides.get("steps"), train_values.get("steps")
+    if type(steps) is int and preset_steps and 0 < steps < preset_steps:  # a shortened preset keeps its proportions
+        for key in SCALED_WITH_STEPS:
+            if key in train_values and key not in overrides:
+                scaled = train_values[key] * steps // preset_steps  # rounded down: warmup stays below steps
+                train_values[key] = scaled if key == "warmup_steps" else max(1, scaled)
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for key, value in overrides.items():
