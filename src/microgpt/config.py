@@ -132,7 +132,7 @@ class TrainConfig:
                             choices=AUTOCASTS)
     parity: bool = setting(False, "reproduce microgpt.py exactly: Python-RNG init and data order over all names "
                            "(set by --preset microgpt)")
-    log_every: int = setting(100, "steps between console lines", group=OUTPUT)
+    log_every: int = setting(100, "steps between console lines; also one whenever 30 s pass without one", group=OUTPUT)
     samples: int = setting(20, "names written to samples.txt at the end", group=OUTPUT)
     temperature: float = setting(0.5, "sampling temperature for samples.txt", group=OUTPUT)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into config.json; no flag
