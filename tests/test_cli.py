@@ -49,6 +49,14 @@ def test_train_writes_a_complete_run(tmp_path, capsys, names_path):
     assert len(lines) == 8 and lines[-1].startswith("new ")
     assert all(line.split()[-1] in ("new", "train", "val-test") for line in lines[:-1])
 
+    code, out, err = run(capsys, "sample", str(run_dir), "-n", "6", "--prefix", "ka")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 7 and all(line.startswith("ka") for line in lines[:-1])
+    for prefix, message in (("k2", "characters the model's vocabulary lacks: '2'"), ("a" * 16, "at most 15")):
+        code, out, err = run(capsys, "sample", str(run_dir), "--prefix", prefix)
+        assert code == 2 and message in err and err.count("\n") == 1 and not out
+
 
 def test_seed_flags_really_change_the_run(tmp_path, capsys, names_path):
     base = ["train", "--data", str(names_path), "-s", "5", "--eval-every", "5", "--out-dir", str(tmp_path), "--samples", "0"]

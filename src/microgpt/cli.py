@@ -160,6 +160,8 @@ def build_parser() -> Parser:
     p.add_argument("-n", "--num", type=int, default=20, help="how many names (default 20)")
     p.add_argument("-t", "--temperature", type=float, default=0.5, help="softmax temperature (default 0.5)")
     p.add_argument("--top-k", type=int, help="sample from the k most likely tokens only")
+    p.add_argument("--prefix", default="", metavar="TEXT",
+                   help="names that start with TEXT: the model continues BOS + TEXT (default: none)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--data", metavar="PATH", help="dataset for tagging (default: the one the run recorded)")
     p.add_argument("--max-chars", type=int, metavar="N",
@@ -348,7 +350,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     max_chars = config.get("data", {}).get("max_chars", MAX_CHARS) if args.max_chars is None else args.max_chars
     data = load_dataset(data_path, split_seed, max_chars)
     generator = torch.Generator().manual_seed(args.seed)
-    names = sample_names(model, tokenizer, args.num, args.temperature, args.top_k, generator)
+    names = sample_names(model, tokenizer, args.num, args.temperature, args.top_k, generator, prefix=args.prefix)
     tags = tag_names(names, data.train, data.val + data.test)
     for name, tag in zip(names, tags):
         print(f"{name:<18} {tag}")
