@@ -184,3 +184,20 @@ def test_a_shortened_preset_keeps_its_proportions():
     args = build_parser().parse_args(["train", "--preset", "best", "-s", "300"])
     overrides = {k: v for k, v in vars(args).items() if v is not None and k in TrainConfig.__dataclass_fields__}
     assert resolve(overrides, args.preset)[1].warmup_steps == 7
+
+
+def test_config_json_records_the_commit_and_the_cpu(tmp_path, tiny_data):
+    from microgpt.rundir import CPU_FLAGS, git_commit, run_config
+
+    config = run_config(*resolve({}, None, tiny_data.tokenizer.vocab_size, tiny_data.max_len + 1), tiny_data, "cpu",
+                        ["microgpt", "train"])
+    package = Path(microgpt.__file__).resolve().parent
+    head = subprocess.run(["git", "-C", str(package.parents[1]), "rev-parse", "HEAD"], capture_output=True, text=True)
+    in_checkout = head.returncode == 0 and (package.parents[1] / "pyproject.toml").is_file()
+    assert config["git_commit"] == (head.stdout.strip() if in_checkout else None)
+    assert git_commit(tmp_path) is None  # not a checkout of microgpt
+    cpu = config["cpu"]
+    assert set(cpu) == {"model", "flags", "torch_capability"} and cpu["torch_capability"] == \
+        torch.backends.cpu.get_cpu_capability()
+    if Path("/proc/cpuinfo").is_file():
+        assert cpu["model"] and set(cpu["flags"]) <= set(CPU_FLAGS)
