@@ -201,3 +201,45 @@ def test_config_json_records_the_commit_and_the_cpu(tmp_path, tiny_data):
         torch.backends.cpu.get_cpu_capability()
     if Path("/proc/cpuinfo").is_file():
         assert cpu["model"] and set(cpu["flags"]) <= set(CPU_FLAGS)
+
+
+def test_tensorboard_gets_every_step(tmp_path, capsys, tiny_file):
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install -e \".[tensorboard]\")")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    code, out, err = run(capsys, "train", "--data", str(tiny_file), "-s", "12", "-b", "4", "--eval-every", "5",
+                         "--out-dir", str(tmp_path / "runs"), "--name", "r", "--tensorboard", str(tmp_path / "tb"))
+    assert code == 0, err
+    assert f"tensorboard --logdir {tmp_path / 'tb'}" in out
+    rows = list(csv.DictReader((tmp_path / "runs" / "r" / "metrics.csv").open()))
+    events = EventAccumulator(str(tmp_path / "tb" / "r"))
+    events.Reload()
+    scalars = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in ("train/loss", "val/loss", "lr")}
+    assert scalars["train/loss"] == [(int(r["step"]), pytest.approx(float(r["loss"]))) for r in rows]
+    assert scalars["lr"] == [(int(r["step"]), pytest.approx(float(r["lr"]))) for r in rows]
+    assert scalars["val/loss"] == [(int(r["step"]), pytest.approx(float(r["val_loss"]))) for r in rows if r["val_loss"]]
+    assert [s for s, _ in scalars["val/loss"]] == [5, 10, 12]
+
+
+def test_tensorboard_missing_is_one_line_before_any_run(tmp_path, capsys, tiny_file, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    code, out, err = run(capsys, "train", "--data", str(tiny_file), "--out-dir", str(tmp_path / "runs"),
+                         "--tensorboard", str(tmp_path / "tb"))
+    assert code == 2 and 'pip install -e ".[tensorboard]"' in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "tb").exists()
+
+
+def test_tensorboard_of_a_resumed_run_adds_only_the_new_steps(tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install -e \".[tensorboard]\")")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from microgpt.cli import write_tensorboard
+
+    history = [{"step": s, "lr": 0.01, "loss": 3.0 - s / 10, "val_loss": 2.5 if s % 3 == 0 else None,
+                "elapsed_s": s / 100} for s in range(1, 7)]
+    write_tensorboard(tmp_path / "r", history[:4])  # the session that was interrupted after step 4
+    write_tensorboard(tmp_path / "r", history, after_step=4)  # the resumed one: its history holds steps 1-6
+    events = EventAccumulator(str(tmp_path / "r"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert [e.step for e in events.Scalars("val/loss")] == [3, 6]

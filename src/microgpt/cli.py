@@ -89,6 +89,10 @@ def build_parser() -> Parser:
     p.add_argument("--checkpoint-every", type=int, default=1000, metavar="STEPS",
                    help="write RUN_DIR/resume.pt (weights, optimizer, batch stream, RNG states) every this many steps "
                         "and on Ctrl-C/SIGTERM; 0 = only then (default 1000). Removed when the run completes")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="when the run ends (or is interrupted), write its train/loss, val/loss and lr per step as "
+                        "TensorBoard events into DIR/<run name>/ (view: tensorboard --logdir DIR); needs "
+                        "pip install -e \".[tensorboard]\" (default: none)")
 
     p = sub.add_parser("sweep", help="run a grid, random or TPE search over training settings",
                        description="Run a sweep from a plan file (see plans/) or from flags; rerun the same command to "
@@ -191,6 +195,8 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     if args.checkpoint_every < 0:
         raise UsageError(f"--checkpoint-every must be >= 0 (0 = only on interrupt), got {args.checkpoint_every}")
+    if args.tensorboard is not None:
+        summary_writer()  # missing tensorboard is known before any training
     torch.set_num_threads(args.threads)
     overrides = {f.name: getattr(args, f.name) for f in run_fields() if getattr(args, f.name) is not None}
     if args.resume:
@@ -209,7 +215,8 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
     print_setup(data, model_cfg, cfg, device, args.threads)
-    return run_training(run_dir, config, model_cfg, cfg, data, device, args.checkpoint_every)
+    return run_training(run_dir, config, model_cfg, cfg, data, device, args.checkpoint_every,
+                        tensorboard=args.tensorboard)
 
 
 def resume_train(args: argparse.Namespace, argv: list[str], overrides: dict) -> int:
@@ -248,7 +255,8 @@ def resume_train(args: argparse.Namespace, argv: list[str], overrides: dict) -> 
     write_json(run_dir / "config.json", config)
     print(f"resume {run_dir} from step {state['progress']['step']}/{cfg.steps}")
     print_setup(data, model_cfg, cfg, device, args.threads)
-    return run_training(run_dir, config, model_cfg, cfg, data, device, args.checkpoint_every, resume=state)
+    return run_training(run_dir, config, model_cfg, cfg, data, device, args.checkpoint_every, resume=state,
+                        tensorboard=args.tensorboard)
 
 
 def print_setup(data, model_cfg: ModelConfig, cfg: TrainConfig, device: str, threads: int) -> None:
@@ -265,8 +273,9 @@ def print_setup(data, model_cfg: ModelConfig, cfg: TrainConfig, device: str, thr
 
 
 def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: TrainConfig, data, device: str,
-                 checkpoint_every: int, resume: dict | None = None) -> int:
-    """Train, then write the run's records; on Ctrl-C/SIGTERM save the best model so far and the resume checkpoint.
+                 checkpoint_every: int, resume: dict | None = None, tensorboard: str | None = None) -> int:
+    """Train, then write the run's records (and its TensorBoard events under tensorboard/<run name>); on
+    Ctrl-C/SIGTERM save the best model so far and the resume checkpoint.
 
     If the records cannot be written (a full disk), a run directory that holds a resume checkpoint is kept for
     --resume, and one without is removed rather than left half-written.
@@ -301,6 +310,8 @@ def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: Train
             raise SystemFailure(f"{what}; {run_dir} keeps its last checkpoint: microgpt train --resume {run_dir}") from None
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    if tensorboard is not None:  # after the records: the run is safe on disk whatever happens here
+        write_tensorboard(Path(tensorboard) / run_dir.name, result.history, resume["progress"]["step"] if resume else 0)
     fmt = lambda x: "  -   " if x is None else f"{x:.4f}"  # noqa: E731
     if result.state == "interrupted":
         best = f"best val {result.best_val:.4f} (step {result.best_val_step})" if result.best_val is not None else "no evaluation yet"
@@ -322,7 +333,38 @@ def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: Train
         print(f"sample {', '.join(names[:8])} ... ({shares['new']:.0%} new, {shares['in train']:.0%} in train, "
               f"{shares['in val-test']:.0%} in val-test)")
     print(f"run    {run_dir}")
+    if tensorboard is not None:
+        print(f"tensorboard --logdir {tensorboard}")
     return 0
+
+
+def summary_writer() -> type:
+    """torch's TensorBoard SummaryWriter, or a UsageError saying how to install it."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UsageError('--tensorboard needs the tensorboard package: pip install -e ".[tensorboard]" '
+                         "(or pip install tensorboard)") from None
+    return SummaryWriter
+
+
+def write_tensorboard(log_dir: Path, history: list[dict], after_step: int = 0) -> None:
+    """The steps of history after after_step (a resumed run's earlier ones are there already) as TensorBoard scalars:
+    train/loss (the batch's), val/loss (at evaluations) and lr, at their wall-clock times."""
+    import time
+
+    rows = [r for r in history if r["step"] > after_step]
+    if not rows:
+        return
+    end, last = time.time(), history[-1]["elapsed_s"]
+    with summary_writer()(str(log_dir)) as writer:
+        for row in rows:
+            walltime = end - (last - row["elapsed_s"])
+            if math.isfinite(row["loss"]):
+                writer.add_scalar("train/loss", row["loss"], row["step"], walltime=walltime)
+            if row["val_loss"] is not None:
+                writer.add_scalar("val/loss", row["val_loss"], row["step"], walltime=walltime)
+            writer.add_scalar("lr", row["lr"], row["step"], walltime=walltime)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
