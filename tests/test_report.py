@@ -9,7 +9,7 @@ import re
 import shutil
 import statistics
 import subprocess
-import tomllib
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,11 @@ from scipy import stats as sps
 from microgpt import report, stats
 from microgpt.cli import build_parser
 from microgpt.config import ModelConfig, TrainConfig, UsageError, resolve, to_dict
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as plan.py reads plans
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURE_COLUMNS = ("train_loss", "val_loss", "test_loss", "best_val", "best_val_step", "steps_done", "steps_to_target",
