@@ -29,3 +29,16 @@ def test_the_python_api_example_runs(tmp_path, monkeypatch, capsys, names_path):
     assert lines[2] == f"val again {val:.4f}" and 2.0 < test < 3.3
     assert len(ast.literal_eval(lines[3])) == 5
     assert [name[:2] for name in ast.literal_eval(lines[4])] == ["ka"] * 3
+
+
+def test_the_flags_table_lists_every_train_flag():
+    from microgpt.cli import build_parser
+
+    text = README.read_text()
+    table = text[text.index("## Flags of `microgpt train`"):text.index("## What a run leaves behind")]
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    flags = [o for a in train._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
+    missing = [o for o in flags if f"`{o}" not in table and f"{o}`" not in table and f", {o}" not in table
+               and not (o.startswith("--no-") and f"--[no-]{o[5:]}" in table)
+               and f"--[no-]{o[2:]}" not in table]
+    assert not missing, f"README's flags table lacks {missing}"
