@@ -393,6 +393,7 @@ def chromium() -> str | None:
     return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 
 
+@pytest.mark.slow  # starts a browser
 def test_report_html_renders_in_headless_chromium(sweep_report, tmp_path):
     binary = chromium()
     if binary is None:

@@ -393,6 +393,7 @@ def test_workers_on_two_processes_share_one_postgres_study(tmp_path, names_path,
     assert local == 6
 
 
+@pytest.mark.slow  # starts a web server
 def test_dashboard_serves_the_study(tmp_path, names_data):
     pytest.importorskip("optuna_dashboard")
     import socket
