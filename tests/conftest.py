@@ -21,7 +21,7 @@ def names_file() -> Path | None:
 def names_path() -> Path:
     path = names_file()
     if path is None:
-        pytest.skip("names.txt not found: set MICROGPT_DATA to the dataset (PROTOCOL.md) to run integration tests")
+        pytest.skip("names.txt not found: set MICROGPT_DATA to the dataset (docs/protocol.md) to run integration tests")
     return path
 
 

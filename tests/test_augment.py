@@ -114,6 +114,7 @@ def test_synthetic_share_of_each_batch(names_data):
         assert sorted(n for n in names if n != [0] * 15) == real_targets(plain.next())  # the real names, in order
 
 
+@pytest.mark.slow
 def test_ngram_names_are_valid_and_seeded(names_data):
     a = ngram_names(names_data, 4, 2000, seed=0)
     assert a == ngram_names(names_data, 4, 2000, seed=0) and a != ngram_names(names_data, 4, 2000, seed=1)
@@ -142,6 +143,7 @@ def test_bad_augmentation_settings_are_usage_errors():
             resolve(bad)
 
 
+@pytest.mark.slow
 def test_synthetic_from_a_model_of_another_split_is_refused(tmp_path, tiny_file):
     env_cmd = [sys.executable, "-m", "microgpt", "train", "--data", str(tiny_file), "-s", "20", "--eval-every", "10",
                "--samples", "0", "--out-dir", str(tmp_path)]

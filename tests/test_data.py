@@ -9,7 +9,7 @@ from microgpt.model import GPT, init_weights
 def test_splits_are_makemores(names_data):
     assert (len(names_data.train), len(names_data.val), len(names_data.test)) == (30033, 1000, 1000)
     assert names_data.test[:5] == ["kalub", "shaima", "sthefany", "jakyri", "emanuella"]
-    assert sum(len(w) + 1 for w in names_data.test) == 7166  # PROTOCOL.md: test predictions
+    assert sum(len(w) + 1 for w in names_data.test) == 7166  # docs/protocol.md: test predictions
     assert names_data.tokenizer.vocab_size == 27 and names_data.tokenizer.bos == 26
     assert names_data.max_len == 15
 

@@ -276,6 +276,7 @@ def test_ngram_honours_max_chars(capsys, long_file):
     assert code == 0 and "loss   train" in out, err
 
 
+@pytest.mark.slow
 def test_sweep_workers_load_the_data_with_max_chars(tmp_path, capsys, long_file):
     out_dir = tmp_path / "sweeps"
     argv = ["sweep", "--grid", "lr=0.01", "-s", "2", "--eval-every", "2", "--samples", "0", "--name", "m",

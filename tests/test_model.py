@@ -66,7 +66,9 @@ OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "microgpt")
+# ~6 s each: the plain `pytest` run checks microgpt's model, the full run (`-m "slow or not slow"`) every option
+@pytest.mark.parametrize("options", [o if not o else pytest.param(o, marks=pytest.mark.slow) for o in OPTIONS],
+                         ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "microgpt")
 def test_gradients_match_finite_differences(options):
     model = build(**options)
     batch = pack([[1, 2, 3], [4, 0], [5, 5, 1, 2]], bos=6, width=8)

@@ -1,6 +1,5 @@
 """The Kneser-Ney reference: proper distributions, hand-computed small cases, the CLI, and its figure on names.txt."""
 
-import argparse
 import math
 import random
 from collections import Counter
@@ -8,6 +7,7 @@ from collections import Counter
 import pytest
 
 from microgpt import ngram
+from microgpt.cli import build_parser
 from microgpt.config import UsageError
 from microgpt.ngram import KneserNey, modified_discounts
 
@@ -19,9 +19,7 @@ TINY = [[A, B], [B, A], [A, B, C], [C, A, B], [B, C, A], [A, A, B], [B, B, A], [
 
 
 def parse(*argv):
-    parser = argparse.ArgumentParser(prog="microgpt")
-    ngram.register(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(list(argv))
+    return build_parser().parse_args(list(argv))
 
 
 @pytest.mark.parametrize("discount", [None, 0.3])
@@ -121,7 +119,7 @@ def test_cli_prints_losses_and_a_table(tiny_file, capsys):
 
 
 def test_names_order_six_matches_the_reference(names_data):
-    """PROTOCOL.md cites ~1.947 for a KN 6-gram on makemore's test split; this implementation measures 1.9435."""
+    """docs/protocol.md cites ~1.947 for a KN 6-gram on makemore's test split; this implementation measures 1.9435."""
     tok = names_data.tokenizer
     train, val, test = (names_data.encoded(name) for name in ("train", "val", "test"))
     six = KneserNey(6, tok.vocab_size, tok.bos).fit(train)

@@ -1,6 +1,5 @@
 """`microgpt report` on records these tests write themselves: a sweep with known losses, single runs, broken inputs."""
 
-import argparse
 import base64
 import csv
 import io
@@ -10,16 +9,21 @@ import re
 import shutil
 import statistics
 import subprocess
-import tomllib
+import sys
 from pathlib import Path
 
 import pytest
 from scipy import stats as sps
 
 from microgpt import report, stats
-from microgpt.cli import Parser
-from microgpt.config import ModelConfig, TrainConfig, UsageError, resolve, to_dict
+from microgpt.cli import build_parser
+from microgpt.config import UsageError, resolve, to_dict
 from microgpt.record import RESULTS_COLUMNS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as plan.py reads plans
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {"n_embd": 16, "n_layer": 1, "n_head": 4, "block_size": 16, "batch_size": 4, "lr": 0.01, "schedule": "cosine",
@@ -109,14 +113,8 @@ def _cell(value) -> str:
     return "" if value is None else str(value)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="microgpt")
-    report.register(p.add_subparsers(dest="command", required=True, parser_class=Parser))
-    return p
-
-
 def run_report(*argv: str) -> int:
-    return report.run(parser().parse_args(["report", *argv]))
+    return report.run(build_parser().parse_args(["report", *argv]))
 
 
 @pytest.fixture(scope="module")
@@ -390,6 +388,7 @@ def chromium() -> str | None:
     return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 
 
+@pytest.mark.slow  # starts a browser
 def test_report_html_renders_in_headless_chromium(sweep_report, tmp_path):
     binary = chromium()
     if binary is None:

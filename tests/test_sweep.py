@@ -137,6 +137,7 @@ def test_invalid_diverged_and_raising_runs_are_recorded(tmp_path, names_data):
     assert "became" in by_state["diverged"]["error"]
 
 
+@pytest.mark.slow
 def test_tpe_with_asha_prunes_and_spends_fewer_steps_than_grid(tmp_path, names_data):
     base = {"steps": 60, "eval_every": 5, "samples": 0, "batch_size": 4}
     lrs = [0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.0005, 0.002, 0.005, 0.02, 0.05, 0.2]
@@ -184,6 +185,7 @@ def test_export_regenerates_results(tmp_path, capsys, names_data, names_path):
     assert code == 0 and "2 runs" in out and (sweep_dir / "results.csv").read_text() == before
 
 
+@pytest.mark.slow
 def test_refine_narrows_around_the_best(tmp_path, names_data):
     _, sweep_dir, _ = in_process(tmp_path, names_data, {
         "name": "r", "base": FAST, "grid": {"lr": [0.001, 0.01, 0.1], "activation": ["relu", "gelu"], "n_embd": [8, 16]}})
@@ -313,6 +315,7 @@ def test_ctrl_c_stops_a_sweep_cleanly_and_it_resumes(tmp_path, names_path):
     assert {r["run"] for r in done} <= {r["run"] for r in rows}  # finished runs were kept, not rerun
 
 
+@pytest.mark.slow
 def test_a_torn_journal_tail_is_set_aside_and_the_sweep_resumes(tmp_path, capsys, names_path):
     args = ["sweep", "--grid", "lr=0.01,0.02", "-s", "10", "--eval-every", "5", "--samples", "0", "--name", "t",
             "--data", str(names_path), "--out-dir", str(tmp_path)]
@@ -335,6 +338,7 @@ def test_a_torn_journal_tail_is_set_aside_and_the_sweep_resumes(tmp_path, capsys
     assert code == 0, err
 
 
+@pytest.mark.slow
 def test_refine_from_the_command_line(tmp_path, capsys, names_data, names_path):
     _, sweep_dir, _ = in_process(tmp_path, names_data, {
         "name": "base", "base": FAST, "grid": {"lr": [0.003, 0.01, 0.03], "n_embd": [8, 16]}})
@@ -389,6 +393,7 @@ def test_workers_on_two_processes_share_one_postgres_study(tmp_path, names_path,
     assert local == 6
 
 
+@pytest.mark.slow  # starts a web server
 def test_dashboard_serves_the_study(tmp_path, names_data):
     pytest.importorskip("optuna_dashboard")
     import socket
@@ -480,6 +485,7 @@ def test_urls_are_redacted_and_stored_without_password():
     assert redact("journal:/x/journal.log") == storable("journal:/x/journal.log") == "journal:/x/journal.log"
 
 
+@pytest.mark.slow
 def test_a_sweep_over_split_seeds_trains_each_run_on_its_own_split(tmp_path, capsys, names_data, names_path):
     base = {"steps": 30, "eval_every": 30, "samples": 0}
     _, sweep_dir, _ = in_process(tmp_path, names_data, {"name": "splits", "base": base, "grid": {"split_seed": [1, 3407]}})

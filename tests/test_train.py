@@ -115,12 +115,14 @@ def test_ema_weights_are_what_gets_evaluated(tiny_data):
     assert evaluate(model, eval_batches(tiny_data.val, tiny_data.tokenizer)) == pytest.approx(r.best_val, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_muon_trains(names_data):
     _, r = train(ModelConfig(n_embd=32, n_layer=2), TrainConfig(steps=150, batch_size=8, optimizer="muon", lr=0.01,
                                                                 muon_lr=0.02, eval_every=150), names_data)
     assert r.state == "complete" and r.val_loss < 2.6
 
 
+@pytest.mark.slow
 def test_bf16_autocast_trains_in_bf16_and_evaluates_in_float32(names_data):
     """Autocast changes the training forward (other batch losses) but not the weights' dtype or the evaluation."""
     from microgpt.config import resolve

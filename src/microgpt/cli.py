@@ -1,9 +1,14 @@
-"""The command line: `microgpt train` and `microgpt sample`. The only module that reads argv, picks the device,
-sets thread counts and makes run directories."""
+"""The command line: `microgpt train`, `sample`, `sweep`, `dashboard`, `report` and `ngram`. The only module that
+reads argv, picks the device, sets thread counts and makes run directories.
+
+Importing it loads no torch, optuna, matplotlib or scipy: `microgpt --help` and a mistyped flag answer at once, and
+each command imports what it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import random
@@ -12,29 +17,14 @@ import socket
 import sys
 from pathlib import Path
 
-import torch
-
-from .augment import augmentation_text, check_synthetic_source, synthetic_pool
-from .config import (ACTIVATIONS, AUTOCASTS, DTYPES, INITS, MAX_SAMPLES, NORMS, OPTIMIZERS, PRESETS, SCHEDULES,
-                     ModelConfig, SystemFailure, TrainConfig, UsageError, from_dict, resolve)
-from .data import DATA_ENV, MAX_CHARS, load_dataset
+from .config import (DATA_ENV, MAX_CHARS, MAX_SAMPLES, NGRAM_ORDER, PRESETS, ModelConfig, SystemFailure, TrainConfig,
+                     UsageError, from_dict, resolve)
 from .files import check_dir_name, make_dir
 from .interrupt import stop_requests
-from .precision import resolve_autocast
-from .model import GPT
-from .rundir import (RESUME_FILE, load_checkpoint, load_resume, new_run_dir, read_json, run_config, save_resume,
-                     write_json, write_run)
-from .sample import sample_names, sample_names_microgpt, tag_names, tag_shares
-from .train import train
+from .precision import resolve_autocast  # torch-free until a CUDA device is asked about
 
-# Flags whose value goes into a config field of the same name. Everything else is about the process, not the run.
-RUN_FLAGS = (
-    "steps", "batch_size", "lr", "min_lr", "schedule", "warmup_steps", "optimizer", "beta1", "beta2", "eps",
-    "momentum", "nesterov", "weight_decay", "decay_all", "grad_clip", "eval_every", "patience", "target", "seed",
-    "split_seed", "dtype", "autocast", "parity", "noise", "synthetic", "synthetic_from", "synthetic_order", "curriculum", "log_every", "samples", "temperature",
-    "n_embd", "n_layer", "n_head", "block_size", "dropout", "norm", "embed_norm", "final_norm", "activation",
-    "tie_weights", "residual", "init", "init_std", "qk_norm", "decay_frac", "muon_lr", "ema",
-)
+DATA_HELP = (f"one example per line, UTF-8 (default: ${DATA_ENV}, else ~/.cache/microgpt/names.txt, else download "
+             "makemore's names.txt, sha256-checked)")
 
 
 class Parser(argparse.ArgumentParser):
@@ -45,77 +35,43 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+# --help's groups of the run flags, in order, with a line under the title; a config field names its group in its
+# metadata (config.setting), else it is "model" (ModelConfig) or "training" (TrainConfig)
+RUN_GROUPS = {"data": None, "model": None, "training": None, "data augmentation": "training batches only",
+              "evaluation and output": None}
+
+
+def run_fields() -> list[dataclasses.Field]:
+    """The config fields that are flags: those with help in their metadata (all but vocab_size and extra)."""
+    return [f for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
+def default_text(value: object) -> str:
+    """A default as --help shows it: on/off, 0.01, 1e-08, float32."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def add_run_flags(p: argparse.ArgumentParser) -> None:
-    """Every model and training flag; default None so only what the user typed overrides the preset."""
-    bool_flag = argparse.BooleanOptionalAction
-    g = p.add_argument_group("data")
-    g.add_argument("--data", metavar="PATH",
-                   help=f"one example per line, UTF-8 (default: ${DATA_ENV}, else ~/.cache/microgpt/names.txt, "
-                        "else download makemore's names.txt, sha256-checked)")
-    g.add_argument("--split-seed", type=int, help="seed of PROTOCOL.md's split permutation (default 3407)")
-    g.add_argument("--max-chars", type=int, default=MAX_CHARS, metavar="N",
-                   help=f"longest example accepted, in characters (default {MAX_CHARS}): a longer line is an "
-                        "error, not a model sized to it")
-    g = p.add_argument_group("model")
-    g.add_argument("-e", "--n-embd", type=int, help="residual width (default 16)")
-    g.add_argument("-y", "--n-layer", type=int, help="transformer blocks (default 1)")
-    g.add_argument("--n-head", type=int, help="attention heads, must divide --n-embd (default 4)")
-    g.add_argument("-c", "--block-size", type=int, help="positions; >= longest example + 1 (default: exactly that)")
-    g.add_argument("--dropout", type=float, help="dropout probability in [0, 1) (default 0)")
-    g.add_argument("--norm", choices=NORMS, help="rmsnorm (no gain, microgpt) | rmsnorm_gain | layernorm")
-    g.add_argument("--embed-norm", action=bool_flag, help="norm right after the embeddings (default on, microgpt)")
-    g.add_argument("--final-norm", action=bool_flag, help="norm before the head (default off, microgpt)")
-    g.add_argument("--activation", choices=ACTIVATIONS, help="MLP activation (default relu)")
-    g.add_argument("--tie-weights", action=bool_flag, help="share wte with lm_head (default off)")
-    g.add_argument("--residual", action=bool_flag, help="residual connections (default on)")
-    g.add_argument("--qk-norm", action=bool_flag, help="RMS-normalise queries and keys per head (default off)")
-    g.add_argument("--init", choices=INITS, help="microgpt: N(0, --init-std); scaled: nanoGPT's 0.02 with scaled projections")
-    g.add_argument("--init-std", type=float, help="std of the microgpt init (default 0.08)")
-    g = p.add_argument_group("training")
-    g.add_argument("-s", "--steps", type=int, help="optimizer steps (default 1000)")
-    g.add_argument("-b", "--batch-size", type=int, help="names per step (default 1)")
-    g.add_argument("-l", "--lr", type=float, help="peak learning rate (default 0.01)")
-    g.add_argument("--min-lr", type=float, help="learning rate the decay ends at (default 0)")
-    g.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default linear, microgpt)")
-    g.add_argument("--warmup-steps", type=int, help="linear warmup steps before the schedule (default 0)")
-    g.add_argument("--decay-frac", type=float, help="wsd: share of steps at the end spent decaying (default 0.2)")
-    g.add_argument("--optimizer", choices=OPTIMIZERS,
-                   help="default adam (betas 0.85/0.99, eps 1e-8, microgpt); muon: Muon on hidden matrices + AdamW")
-    g.add_argument("--muon-lr", type=float, help="muon: peak lr of the matrix updates (default 0.02)")
-    g.add_argument("--beta1", type=float, help="Adam/AdamW beta1 (default 0.85)")
-    g.add_argument("--beta2", type=float, help="Adam/AdamW beta2, RMSprop alpha (default 0.99)")
-    g.add_argument("--eps", type=float, help="Adam/AdamW/RMSprop epsilon (default 1e-8)")
-    g.add_argument("--momentum", type=float, help="SGD/RMSprop momentum (default 0.9)")
-    g.add_argument("--nesterov", action=bool_flag, help="Nesterov momentum for SGD")
-    g.add_argument("--weight-decay", type=float, help="decoupled for adamw, L2 otherwise (default 0)")
-    g.add_argument("--decay-all", action=bool_flag, help="decay embeddings and norm gains too (default: matrices only)")
-    g.add_argument("--grad-clip", type=float, help="clip the global grad norm to this; 0 = off (default 0)")
-    g.add_argument("--ema", type=float, help="evaluate an EMA of the weights with this decay, e.g. 0.999; 0 = off")
-    g.add_argument("--dtype", choices=DTYPES, help="default float32 (float64 with --preset microgpt)")
-    g.add_argument("--autocast", choices=AUTOCASTS,
-                   help="bfloat16: train forward passes in bf16 autocast, ~1.7x faster on CPUs with AVX512-BF16 "
-                        "(BENCHMARKS.md); evaluation stays float32. Default off")
-    g.add_argument("--seed", type=int, help="init, dropout and batch-order seed (default 1337; 42 for microgpt)")
-    g.add_argument("--parity", action=bool_flag,
-                   help="microgpt.py's exact run: Python-RNG init and order over all names (set by --preset microgpt)")
-    g = p.add_argument_group("data augmentation (training batches only)")
-    g.add_argument("--noise", type=float, help="per input character, probability of a random substitution or deletion; "
-                                               "targets stay clean (default 0)")
-    g.add_argument("--synthetic", type=float, help="share of each batch's names drawn from generated names (default 0)")
-    g.add_argument("--synthetic-from", metavar="ngram|RUN_DIR",
-                   help="where synthetic names come from: ngram (Kneser-Ney on the train split, the default) or a "
-                        "run directory whose model was trained on the same split")
-    g.add_argument("--synthetic-order", type=int, help="order of the n-gram that generates them (default 6)")
-    g.add_argument("--curriculum", type=int, metavar="STEPS",
-                   help="short names first: over these first steps the length cap grows from the shortest name to "
-                        "the longest (default 0 = off)")
-    g = p.add_argument_group("evaluation and output")
-    g.add_argument("--eval-every", type=int, help="steps between val evaluations (default 200)")
-    g.add_argument("--patience", type=int, help="early stop after this many evals without a better val; 0 = off")
-    g.add_argument("--target", type=float, help="val loss whose first crossing is timed (default 1.9)")
-    g.add_argument("--log-every", type=int, help="steps between console lines (default 100)")
-    g.add_argument("--samples", type=int, help="names written to samples.txt (default 20)")
-    g.add_argument("--temperature", type=float, help="sampling temperature for samples.txt (default 0.5)")
+    """--data, --max-chars and a flag per config field; default None, so only what the user typed overrides the
+    preset."""
+    groups = {title: p.add_argument_group(title, line) for title, line in RUN_GROUPS.items()}
+    groups["data"].add_argument("--data", metavar="PATH", help=DATA_HELP)
+    groups["data"].add_argument("--max-chars", type=int, default=MAX_CHARS, metavar="N",
+                                help=f"longest example accepted, in characters (default {MAX_CHARS}): a longer line "
+                                     "is an error, not a model sized to it")
+    for f in run_fields():
+        meta = f.metadata
+        group = meta.get("group") or ("model" if f.name in ModelConfig.__dataclass_fields__ else "training")
+        names = ([meta["short"]] if "short" in meta else []) + [f"--{f.name.replace('_', '-')}"]
+        shown = meta.get("default_text", default_text(f.default))
+        kwargs: dict = {"dest": f.name, "default": None, "help": f"{meta['help']} (default {shown})".replace("%", "%%")}
+        if isinstance(f.default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs.update(type=type(f.default), choices=meta.get("choices"), metavar=meta.get("metavar"))
+        groups[group].add_argument(*names, **kwargs)
 
 
 def build_parser() -> Parser:
@@ -134,6 +90,10 @@ def build_parser() -> Parser:
     p.add_argument("--checkpoint-every", type=int, default=1000, metavar="STEPS",
                    help="write RUN_DIR/resume.pt (weights, optimizer, batch stream, RNG states) every this many steps "
                         "and on Ctrl-C/SIGTERM; 0 = only then (default 1000). Removed when the run completes")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="when the run ends (or is interrupted), write its train/loss, val/loss and lr per step as "
+                        "TensorBoard events into DIR/<run name>/ (view: tensorboard --logdir DIR); needs "
+                        "pip install -e \".[tensorboard]\" (default: none)")
 
     p = sub.add_parser("sweep", help="run a grid, random or TPE search over training settings",
                        description="Run a sweep from a plan file (see plans/) or from flags; rerun the same command to "
@@ -170,10 +130,34 @@ def build_parser() -> Parser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--storage", metavar="URL", help="the storage URL with its password (storage.txt keeps none)")
 
-    from . import ngram, report
+    p = sub.add_parser(
+        "report", help="summarise runs and sweeps into report.html, report.md and summary.csv",
+        description="Read run directories and sweep directories (CSV and JSON records only) and write a report: "
+                    "report.html (self-contained), report.md, the PNG figures and summary.csv.")
+    p.add_argument("dirs", nargs="+", metavar="DIR",
+                   help="sweep directories (sweeps/<name>), run directories, or folders of run directories")
+    p.add_argument("--baseline", metavar="RUN_DIR|CONFIG",
+                   help="what the others are compared with: a run directory or a configuration id "
+                        "(default: the configuration equal to a plan's [base])")
+    p.add_argument("--top", type=int, default=3, help="configurations shown in detail, by mean val loss (default 3)")
+    p.add_argument("-o", "--out", default="report", help="output directory (default report/)")
 
-    report.register(sub)
-    ngram.register(sub)
+    p = sub.add_parser(
+        "ngram", help="fit a Kneser-Ney character n-gram: the count-based reference for the transformer",
+        description="Fit an interpolated Kneser-Ney character n-gram on the train split and print its train, val and "
+                    "test loss under docs/protocol.md's measure (the same the transformer reports).")
+    p.add_argument("--order", type=int, metavar="N",
+                   help=f"n-gram order: a prediction sees the N-1 tokens before it (default {NGRAM_ORDER})")
+    p.add_argument("--orders", metavar="LOW-HIGH",
+                   help="fit each order of a range (e.g. 1-8) or list (e.g. 2,4,6) and print a table")
+    p.add_argument("--discount", type=float, metavar="D",
+                   help="one absolute discount in (0, 1) for every order (default: modified Kneser-Ney D1, D2, D3+ "
+                        "per order, from count-of-counts)")
+    p.add_argument("--data", metavar="PATH", help=DATA_HELP)
+    p.add_argument("--split-seed", type=int, metavar="N",
+                   help=f"seed of docs/protocol.md's split permutation (default {TrainConfig.split_seed})")
+    p.add_argument("--max-chars", type=int, metavar="N", default=MAX_CHARS,
+                   help=f"longest example accepted, in characters (default {MAX_CHARS})")
 
     p = sub.add_parser("sample", help="generate names from a trained run",
                        description="Generate names from a run's model.pt; tag each new / in train / in val-test.")
@@ -181,6 +165,8 @@ def build_parser() -> Parser:
     p.add_argument("-n", "--num", type=int, default=20, help="how many names (default 20)")
     p.add_argument("-t", "--temperature", type=float, default=0.5, help="softmax temperature (default 0.5)")
     p.add_argument("--top-k", type=int, help="sample from the k most likely tokens only")
+    p.add_argument("--prefix", default="", metavar="TEXT",
+                   help="names that start with TEXT: the model continues BOS + TEXT (default: none)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--data", metavar="PATH", help="dataset for tagging (default: the one the run recorded)")
     p.add_argument("--max-chars", type=int, metavar="N",
@@ -190,6 +176,8 @@ def build_parser() -> Parser:
 
 
 def resolve_device(name: str) -> str:
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -198,12 +186,20 @@ def resolve_device(name: str) -> str:
 
 
 def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
+    import torch
+
+    from .augment import check_synthetic_source
+    from .data import load_dataset
+    from .rundir import new_run_dir, run_config, write_json
+
     if args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     if args.checkpoint_every < 0:
         raise UsageError(f"--checkpoint-every must be >= 0 (0 = only on interrupt), got {args.checkpoint_every}")
+    if args.tensorboard is not None:
+        summary_writer()  # missing tensorboard is known before any training
     torch.set_num_threads(args.threads)
-    overrides = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
+    overrides = {f.name: getattr(args, f.name) for f in run_fields() if getattr(args, f.name) is not None}
     if args.resume:
         return resume_train(args, argv, overrides)
     split_seed = overrides.get("split_seed", TrainConfig.split_seed)
@@ -221,11 +217,15 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
     print_setup(data, model_cfg, cfg, device, args.threads)
-    return run_training(run_dir, config, model_cfg, cfg, data, device, args.checkpoint_every)
+    return run_training(run_dir, config, model_cfg, cfg, data, device, args.checkpoint_every,
+                        tensorboard=args.tensorboard)
 
 
 def resume_train(args: argparse.Namespace, argv: list[str], overrides: dict) -> int:
     """`microgpt train --resume RUN_DIR`: the run's own settings, data and split, from its resume.pt onwards."""
+    from .data import load_dataset
+    from .rundir import RESUME_FILE, load_resume, read_json, write_json
+
     given = sorted(f"--{k.replace('_', '-')}" for k in overrides) + [f for f, v in (
         ("--preset", args.preset), ("--name", args.name), ("--data", args.data)) if v]
     if given:
@@ -257,10 +257,14 @@ def resume_train(args: argparse.Namespace, argv: list[str], overrides: dict) -> 
     write_json(run_dir / "config.json", config)
     print(f"resume {run_dir} from step {state['progress']['step']}/{cfg.steps}")
     print_setup(data, model_cfg, cfg, device, args.threads)
-    return run_training(run_dir, config, model_cfg, cfg, data, device, args.checkpoint_every, resume=state)
+    return run_training(run_dir, config, model_cfg, cfg, data, device, args.checkpoint_every, resume=state,
+                        tensorboard=args.tensorboard)
 
 
 def print_setup(data, model_cfg: ModelConfig, cfg: TrainConfig, device: str, threads: int) -> None:
+    from .augment import augmentation_text
+    from .model import GPT
+
     print(f"data   {data.path}: {len(data.words):,} examples, vocab {data.tokenizer.vocab_size} "
           f"| train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,} (split seed {data.split_seed})")
     print(f"model  {GPT(model_cfg).num_params():,} params: {model_cfg.n_layer} layer x {model_cfg.n_head} heads x {model_cfg.n_embd} wide, block "
@@ -279,12 +283,20 @@ def precision_text(cfg: TrainConfig, device: str) -> str:
 
 
 def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: TrainConfig, data, device: str,
-                 checkpoint_every: int, resume: dict | None = None) -> int:
-    """Train, then write the run's records; on Ctrl-C/SIGTERM save the best model so far and the resume checkpoint.
+                 checkpoint_every: int, resume: dict | None = None, tensorboard: str | None = None) -> int:
+    """Train, then write the run's records (and its TensorBoard events under tensorboard/<run name>); on
+    Ctrl-C/SIGTERM save the best model so far and the resume checkpoint.
 
     If the records cannot be written (a full disk), a run directory that holds a resume checkpoint is kept for
     --resume, and one without is removed rather than left half-written.
     """
+    import torch
+
+    from .augment import synthetic_pool
+    from .rundir import RESUME_FILE, save_resume, write_run
+    from .sample import sample_names, sample_names_microgpt, tag_names, tag_shares
+    from .train import train
+
     checkpoint = run_dir / RESUME_FILE
     py_rng = random.Random(cfg.seed) if cfg.parity else None
     try:
@@ -310,6 +322,8 @@ def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: Train
             raise SystemFailure(f"{what}; {run_dir} keeps its last checkpoint: microgpt train --resume {run_dir}") from None
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    if tensorboard is not None:  # after the records: the run is safe on disk whatever happens here
+        write_tensorboard(Path(tensorboard) / run_dir.name, result.history, resume["progress"]["step"] if resume else 0)
     fmt = lambda x: "  -   " if x is None else f"{x:.4f}"  # noqa: E731
     if result.state == "interrupted":
         best = f"best val {result.best_val:.4f} (step {result.best_val_step})" if result.best_val is not None else "no evaluation yet"
@@ -331,10 +345,47 @@ def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: Train
         print(f"sample {', '.join(names[:8])} ... ({shares['new']:.0%} new, {shares['in train']:.0%} in train, "
               f"{shares['in val-test']:.0%} in val-test)")
     print(f"run    {run_dir}")
+    if tensorboard is not None:
+        print(f"tensorboard --logdir {tensorboard}")
     return 0
 
 
+def summary_writer() -> type:
+    """torch's TensorBoard SummaryWriter, or a UsageError saying how to install it."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UsageError('--tensorboard needs the tensorboard package: pip install -e ".[tensorboard]" '
+                         "(or pip install tensorboard)") from None
+    return SummaryWriter
+
+
+def write_tensorboard(log_dir: Path, history: list[dict], after_step: int = 0) -> None:
+    """The steps of history after after_step (a resumed run's earlier ones are there already) as TensorBoard scalars:
+    train/loss (the batch's), val/loss (at evaluations) and lr, at their wall-clock times."""
+    import time
+
+    rows = [r for r in history if r["step"] > after_step]
+    if not rows:
+        return
+    end, last = time.time(), history[-1]["elapsed_s"]
+    with summary_writer()(str(log_dir)) as writer:
+        for row in rows:
+            walltime = end - (last - row["elapsed_s"])
+            if math.isfinite(row["loss"]):
+                writer.add_scalar("train/loss", row["loss"], row["step"], walltime=walltime)
+            if row["val_loss"] is not None:
+                writer.add_scalar("val/loss", row["val_loss"], row["step"], walltime=walltime)
+            writer.add_scalar("lr", row["lr"], row["step"], walltime=walltime)
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import load_dataset
+    from .rundir import load_checkpoint, read_json
+    from .sample import sample_names, tag_names, tag_shares
+
     if not 1 <= args.num <= MAX_SAMPLES:
         raise UsageError(f"-n must be in 1..{MAX_SAMPLES:,}, got {args.num:,}; for more names, run again with another "
                          "--seed")
@@ -353,7 +404,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     max_chars = config.get("data", {}).get("max_chars", MAX_CHARS) if args.max_chars is None else args.max_chars
     data = load_dataset(data_path, split_seed, max_chars)
     generator = torch.Generator().manual_seed(args.seed)
-    names = sample_names(model, tokenizer, args.num, args.temperature, args.top_k, generator)
+    names = sample_names(model, tokenizer, args.num, args.temperature, args.top_k, generator, prefix=args.prefix)
     tags = tag_names(names, data.train, data.val + data.test)
     for name, tag in zip(names, tags):
         print(f"{name:<18} {tag}")
@@ -378,7 +429,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if args.name is not None:
         check_dir_name(args.name, "--name")
-    overrides = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
+    overrides = {f.name: getattr(args, f.name) for f in run_fields() if getattr(args, f.name) is not None}
     sources = sum(bool(x) for x in (args.plan_args, args.join, args.refine, args.grid or args.space))
     if sources != 1:
         raise UsageError("give exactly one of: a PLAN.toml, --grid/--space flags, --join NAME, --refine SWEEP_DIR")

@@ -20,6 +20,11 @@ SCHEDULES = ("constant", "linear", "cosine", "exponential", "wsd")
 DTYPES = ("float32", "float64")
 AUTOCASTS = ("off", "bfloat16", "auto")
 MAX_SAMPLES = 10_000  # names one command generates: more is a typo, and each costs a forward pass per character
+DATA_ENV = "MICROGPT_DATA"  # the dataset file when --data is not given (before the cache and the download)
+# Longest example accepted, in characters. The context is sized to the longest example, so one stray 10 MB line would
+# ask for a 10M-position model (160M parameters at the default width); names.txt's longest is 15.
+MAX_CHARS = 64
+NGRAM_ORDER = 6  # `microgpt ngram`'s order: the protocol's reference model, a character 6-gram (Kneser-Ney)
 
 
 class UsageError(ValueError):
@@ -31,23 +36,37 @@ class SystemFailure(RuntimeError):
     what to do. The CLI prints it as one line and exits 1."""
 
 
+def setting(default: Any, help: str, *, short: str | None = None, choices: tuple[str, ...] | None = None,
+            group: str | None = None, metavar: str | None = None, default_text: str | None = None) -> Any:
+    """A config field and its `microgpt train` flag, written once: --the-field-name (and short, e.g. "-s"), typed by
+    the default, help ending with "(default X)" (default_text where the default is not a plain value), in --help's
+    group (default: "model" for ModelConfig, "training" for TrainConfig)."""
+    metadata = {"help": help, "short": short, "choices": choices, "group": group, "metavar": metavar,
+                "default_text": default_text}
+    return field(default=default, metadata={k: v for k, v in metadata.items() if v is not None})
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    vocab_size: int = 27          # tokens: the dataset's characters + 1 BOS (27 for names.txt)
-    block_size: int = 16          # positions the model has embeddings for; >= longest example + 1
-    n_layer: int = 1              # transformer blocks
-    n_head: int = 4               # attention heads; must divide n_embd
-    n_embd: int = 16              # residual stream width
-    dropout: float = 0.0          # on embeddings, attention weights, attention and MLP outputs; [0, 1)
-    norm: str = "rmsnorm"         # rmsnorm (no gain, microgpt) | rmsnorm_gain | layernorm (gain + bias)
-    embed_norm: bool = True       # normalise right after wte + wpe (microgpt does)
-    final_norm: bool = False      # normalise before lm_head (microgpt does not; GPT-2 does)
-    activation: str = "relu"      # MLP non-linearity: relu (microgpt) | gelu | relu2 (squared ReLU)
-    tie_weights: bool = False     # lm_head shares wte's matrix (microgpt: untied)
-    residual: bool = True         # x + f(x) around attention and MLP; off means x = f(x)
-    qk_norm: bool = False         # RMS-normalise queries and keys per head before attention (no gain)
-    init: str = "microgpt"        # microgpt: every matrix N(0, init_std); scaled: nanoGPT's N(0, 0.02), projections / sqrt(2 n_layer)
-    init_std: float = 0.08        # std of the microgpt init
+    vocab_size: int = 27  # tokens: the dataset's characters + 1 BOS (27 for names.txt); set from the data, no flag
+    block_size: int = setting(16, "positions the model has embeddings for; >= longest example + 1", short="-c",
+                              default_text="the longest example + 1: 16 for names.txt")
+    n_layer: int = setting(1, "transformer blocks", short="-y")
+    n_head: int = setting(4, "attention heads; must divide n_embd")
+    n_embd: int = setting(16, "residual stream width", short="-e")
+    dropout: float = setting(0.0, "probability, on embeddings, attention weights, attention and MLP outputs; [0, 1)")
+    norm: str = setting("rmsnorm", "rmsnorm (no gain, microgpt) | rmsnorm_gain | layernorm (gain + bias)",
+                        choices=NORMS)
+    embed_norm: bool = setting(True, "normalise right after wte + wpe (microgpt does)")
+    final_norm: bool = setting(False, "normalise before lm_head (microgpt does not; GPT-2 does)")
+    activation: str = setting("relu", "MLP non-linearity: relu (microgpt) | gelu | relu2 (squared ReLU)",
+                              choices=ACTIVATIONS)
+    tie_weights: bool = setting(False, "lm_head shares wte's matrix (microgpt: untied)")
+    residual: bool = setting(True, "x + f(x) around attention and MLP; off means x = f(x)")
+    qk_norm: bool = setting(False, "RMS-normalise queries and keys per head before attention (no gain)")
+    init: str = setting("microgpt", "microgpt: every matrix N(0, init_std); scaled: nanoGPT's N(0, 0.02), residual "
+                        "projections / sqrt(2 n_layer)", choices=INITS)
+    init_std: float = setting(0.08, "std of the microgpt init")
 
     def validate(self) -> None:
         """Raise UsageError on a configuration no model can be built from."""
@@ -69,44 +88,57 @@ class ModelConfig:
         _check_choice("init", self.init, INITS)
 
 
+AUGMENT, OUTPUT = "data augmentation", "evaluation and output"  # --help groups of TrainConfig's flags
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1000             # optimizer steps
-    batch_size: int = 1           # names per step (microgpt: 1)
-    lr: float = 0.01              # peak learning rate
-    min_lr: float = 0.0           # where linear/cosine/exponential decay ends, at the last step
-    schedule: str = "linear"      # constant | linear (microgpt) | cosine | exponential | wsd (warmup-stable-decay)
-    decay_frac: float = 0.2       # wsd: the share of steps at the end spent decaying linearly to min_lr
-    warmup_steps: int = 0         # linear ramp from ~0 to lr before the schedule starts
-    optimizer: str = "adam"       # adam | adamw (decoupled decay) | rmsprop | sgd | muon (hidden matrices; AdamW for the rest)
-    muon_lr: float = 0.02         # muon: peak lr of the orthogonalised matrix updates (scheduled like lr)
-    beta1: float = 0.85           # Adam/AdamW first-moment decay (microgpt 0.85); RMSprop ignores it
-    beta2: float = 0.99           # Adam/AdamW second moment, RMSprop's alpha (microgpt 0.99)
-    eps: float = 1e-8             # Adam/AdamW/RMSprop denominator guard
-    momentum: float = 0.9         # SGD and RMSprop momentum
-    nesterov: bool = False        # SGD: Nesterov momentum
-    weight_decay: float = 0.0     # decoupled for adamw, L2 for the others
-    decay_all: bool = False       # also decay embeddings and norm gains (default: matrices of Linear layers only)
-    grad_clip: float = 0.0        # clip the global gradient norm to this; 0 = off
-    ema: float = 0.0              # evaluate and keep an exponential moving average of the weights with this decay; 0 = off
-    noise: float = 0.0            # augmentation: per input character, probability of a substitution or deletion (targets clean)
-    synthetic: float = 0.0        # augmentation: share of each batch's names drawn from a pool of generated names
-    synthetic_from: str = "ngram" # ngram (Kneser-Ney fitted to the train split) | a run directory trained on this split
-    synthetic_order: int = 6      # order of that n-gram
-    curriculum: int = 0           # augmentation: steps over which the name-length cap grows from shortest to longest
-    eval_every: int = 200         # steps between val evaluations (and one at the end)
-    patience: int = 0             # stop after this many evaluations without a new best val; 0 = never
-    target: float = 1.9           # val loss whose first crossing is timed (steps and seconds)
-    seed: int = 1337              # model init, dropout, batch order (separate generator)
-    split_seed: int = SPLIT_SEED        # PROTOCOL.md's split permutation seed
-    dtype: str = "float32"        # parameters and activations
-    autocast: str = "off"         # bfloat16: training forward passes in bf16 autocast (weights, optimizer, evals stay
-                                  # dtype); auto: bfloat16 where the hardware has native bf16, else off (precision.py)
-    parity: bool = False          # reproduce microgpt.py exactly: Python-RNG init and data order, all names, float64
-    log_every: int = 100          # steps between console lines
-    samples: int = 20             # names written to samples.txt at the end
-    temperature: float = 0.5      # sampling temperature for samples.txt (microgpt 0.5)
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into config.json
+    steps: int = setting(1000, "optimizer steps; fewer than a preset's shrink its warmup, eval and log intervals in "
+                         "proportion, unless those are given", short="-s")
+    batch_size: int = setting(1, "names per step", short="-b")
+    lr: float = setting(0.01, "peak learning rate", short="-l")
+    min_lr: float = setting(0.0, "where linear/cosine/exponential/wsd decay ends, at the last step")
+    schedule: str = setting("linear", "constant | linear (microgpt) | cosine | exponential (needs min_lr > 0) | wsd "
+                            "(warmup-stable-decay)", choices=SCHEDULES)
+    decay_frac: float = setting(0.2, "wsd: the share of steps at the end spent decaying linearly to min_lr")
+    warmup_steps: int = setting(0, "linear ramp from ~0 to lr before the schedule starts")
+    optimizer: str = setting("adam", "adam (microgpt) | adamw (decoupled decay) | rmsprop "
+                             "| sgd | muon (Muon on the hidden matrices, AdamW for the rest)", choices=OPTIMIZERS)
+    muon_lr: float = setting(0.02, "muon: peak lr of the orthogonalised matrix updates (scheduled like lr)")
+    beta1: float = setting(0.85, "Adam/AdamW first-moment decay; RMSprop ignores it")
+    beta2: float = setting(0.99, "Adam/AdamW second-moment decay, RMSprop's alpha")
+    eps: float = setting(1e-8, "Adam/AdamW/RMSprop denominator guard")
+    momentum: float = setting(0.9, "SGD and RMSprop momentum")
+    nesterov: bool = setting(False, "SGD: Nesterov momentum (needs momentum > 0)")
+    weight_decay: float = setting(0.0, "decoupled for adamw, L2 for the others")
+    decay_all: bool = setting(False, "also decay embeddings and norm gains (otherwise matrices of Linear layers only)")
+    grad_clip: float = setting(0.0, "clip the global gradient norm to this; 0 = off")
+    ema: float = setting(0.0, "evaluate and keep an exponential moving average of the weights with this decay, e.g. "
+                         "0.999; 0 = off")
+    noise: float = setting(0.0, "per input character, probability of a random substitution or deletion; targets "
+                           "stay clean", group=AUGMENT)
+    synthetic: float = setting(0.0, "share of each batch's names drawn from a pool of generated names", group=AUGMENT)
+    synthetic_from: str = setting("ngram", "where those names come from: ngram (Kneser-Ney fitted to the train split) "
+                                  "or a run directory trained on this split", group=AUGMENT, metavar="ngram|RUN_DIR")
+    synthetic_order: int = setting(NGRAM_ORDER, "order of that n-gram", group=AUGMENT)
+    curriculum: int = setting(0, "short names first: steps over which the name-length cap grows from the shortest "
+                              "name to the longest; 0 = off", group=AUGMENT, metavar="STEPS")
+    eval_every: int = setting(200, "steps between val evaluations (and one at the end)", group=OUTPUT)
+    patience: int = setting(0, "stop after this many evaluations without a new best val; 0 = never", group=OUTPUT)
+    target: float = setting(1.9, "val loss whose first crossing is timed (steps and seconds)", group=OUTPUT)
+    seed: int = setting(1337, "model init, dropout, batch order (each its own generator); 42 with --preset microgpt")
+    split_seed: int = setting(SPLIT_SEED, "seed of docs/protocol.md's split permutation", group="data")
+    dtype: str = setting("float32", "parameters and activations (float64 with --preset microgpt)", choices=DTYPES)
+    autocast: str = setting("off", "bfloat16: training forward passes in bf16 autocast, ~1.7x faster on CPUs with "
+                            "AVX512-BF16 and 9x slower on CPUs without (BENCHMARKS.md); auto: bf16 only where it is "
+                            "native (AVX512-BF16/AMX, CUDA), float32 elsewhere (--preset best's); weights, optimizer "
+                            "and evaluations stay dtype", choices=AUTOCASTS)
+    parity: bool = setting(False, "reproduce microgpt.py exactly: Python-RNG init and data order over all names "
+                           "(set by --preset microgpt)")
+    log_every: int = setting(100, "steps between console lines; also one whenever 30 s pass without one", group=OUTPUT)
+    samples: int = setting(20, "names written to samples.txt at the end", group=OUTPUT)
+    temperature: float = setting(0.5, "sampling temperature for samples.txt", group=OUTPUT)
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into config.json; no flag
 
     def validate(self) -> None:
         """Raise UsageError on settings that cannot train."""
@@ -239,18 +271,30 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
+# A preset's intervals that are shares of its length: with fewer --steps than the preset's, each one the user did not
+# set shrinks in the same proportion (`--preset best -s 300`: warmup 500 -> 7, eval and log every 1000 -> 15 steps).
+SCALED_WITH_STEPS = ("warmup_steps", "eval_every", "log_every")
+
+
 def resolve(
     overrides: dict[str, Any],
     preset: str | None = None,
     vocab_size: int = 27,
     default_block_size: int = 16,
 ) -> tuple[ModelConfig, TrainConfig]:
-    """Defaults, then the preset, then overrides (any field of either config) -> validated configs."""
+    """Defaults, then the preset, then overrides (any field of either config) -> validated configs. A preset shortened
+    by overrides["steps"] has its SCALED_WITH_STEPS intervals scaled down with it, unless overrides sets them."""
     if preset is not None and preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     model_values, train_values = PRESETS[preset] if preset else ({}, {})
     model_values = {"vocab_size": vocab_size, "block_size": default_block_size, **model_values}
     train_values = dict(train_values)
+    steps, preset_steps = overrides.get("steps"), train_values.get("steps")
+    if type(steps) is int and preset_steps and 0 < steps < preset_steps:  # a shortened preset keeps its proportions
+        for key in SCALED_WITH_STEPS:
+            if key in train_values and key not in overrides:
+                scaled = train_values[key] * steps // preset_steps  # rounded down: warmup stays below steps
+                train_values[key] = scaled if key == "warmup_steps" else max(1, scaled)
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for key, value in overrides.items():

@@ -1,4 +1,4 @@
-"""Names in, token batches out: where the dataset comes from, its vocabulary, PROTOCOL.md's splits, packed batches.
+"""Names in, token batches out: where the dataset comes from, its vocabulary, docs/protocol.md's splits, packed batches.
 
 A name of n characters is the sequence BOS c1 .. cn BOS and gives n+1 predictions. Batches pack several names into
 one row with a block-diagonal causal mask and positions restarting at 0 for each name, so no step computes on padding
@@ -18,17 +18,13 @@ from pathlib import Path
 
 import torch
 
-from .config import UsageError
+from .config import DATA_ENV, MAX_CHARS, UsageError
 from .protocol import SPLIT_SEED
 from .files import write_atomic
 
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/988aa59/names.txt"
 NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
-DATA_ENV = "MICROGPT_DATA"
 MIN_EXAMPLES = 10  # the smallest file whose splits are non-empty: 1 test, 1 val, 8 train
-# Longest example accepted, in characters. The context is sized to the longest example, so one stray 10 MB line would
-# ask for a 10M-position model (160M parameters at the default width); names.txt's longest is 15.
-MAX_CHARS = 64
 
 
 def cache_path() -> Path:
@@ -141,7 +137,7 @@ class Tokenizer:
 
 
 def split_words(words: list[str], seed: int = SPLIT_SEED) -> tuple[list[str], list[str], list[str]]:
-    """(train, val, test) exactly as PROTOCOL.md: makemore's randperm, test = its last n_test, val the n_test before."""
+    """(train, val, test) exactly as docs/protocol.md: makemore's randperm, test = its last n_test, val the n_test before."""
     if len(words) < MIN_EXAMPLES:
         raise UsageError(
             f"the splits need at least {MIN_EXAMPLES} examples (1 test, 1 val, 8 train); the data has {len(words)}"
@@ -158,7 +154,7 @@ def split_words(words: list[str], seed: int = SPLIT_SEED) -> tuple[list[str], li
 
 @dataclass
 class Dataset:
-    """One loaded dataset: its source, vocabulary and the three splits (PROTOCOL.md)."""
+    """One loaded dataset: its source, vocabulary and the three splits (docs/protocol.md)."""
 
     path: str
     sha256: str
@@ -264,7 +260,7 @@ def pack(seqs: list[list[int]], bos: int, width: int | None = None) -> Batch:
 
 
 def frame(seq: list[int], bos: int) -> tuple[list[int], list[int]]:
-    """A name's (inputs, targets) as PROTOCOL.md frames it: BOS c1..cn -> c1..cn BOS."""
+    """A name's (inputs, targets) as docs/protocol.md frames it: BOS c1..cn -> c1..cn BOS."""
     return [bos, *seq], [*seq, bos]
 
 

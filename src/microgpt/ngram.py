@@ -1,6 +1,6 @@
 """`microgpt ngram`: an interpolated Kneser-Ney character n-gram, the count-based reference the transformer is measured
-against. It reads the same splits and reports the same loss as every other model here (PROTOCOL.md), so its figures sit
-beside a trained run's.
+against. It reads the same splits and reports the same loss as every other model here (docs/protocol.md), so its
+figures sit beside a trained run's.
 
 The model, in the notation of Chen & Goodman, "An Empirical Study of Smoothing Techniques for Language Modeling"
 (Harvard TR-10-98, 1998), eq. 17 and section 3 ("modified Kneser-Ney"), interpolated at every order:
@@ -14,7 +14,7 @@ the lower orders; an unseen history h gives P_k = P_{k-1}. Discounts per order f
 Y = n1 / (n1 + 2 n2), D1 = 1 - 2Y n2/n1, D2 = 2 - 3Y n3/n2, D3+ = 3 - 4Y n4/n3 (Chen & Goodman eq. 26); `discount=D`
 replaces them by one absolute discount D for every order and count.
 
-Choices, for PROTOCOL.md's `BOS c1 .. cn BOS`:
+Choices, for docs/protocol.md's `BOS c1 .. cn BOS`:
 - The history of a prediction is truncated at the name's start: the first character is predicted from (BOS,), the
   second from (BOS, c1), and so on; names are independent, so no history crosses into another name and none is padded.
 - An n-gram that starts with the name's BOS has nothing to its left, so it keeps its raw count at every order (the
@@ -32,11 +32,9 @@ import time
 from collections import Counter
 from typing import Iterator, Sequence
 
-from .config import UsageError
-from .data import DATA_ENV, MAX_CHARS, load_dataset
+from .config import NGRAM_ORDER, UsageError
+from .data import load_dataset
 from .protocol import SPLIT_SEED, tier_of
-
-DEFAULT_ORDER = 6       # PROTOCOL.md's reference row: a character 6-gram, ~1.947 on makemore's test split
 FALLBACK_DISCOUNT = 0.5  # only for a level with no count-1 n-grams, where count-of-counts estimate nothing (tiny data)
 
 Discounts = tuple[float, float, float]  # D1, D2, D3+: what is subtracted from counts of 1, 2, and 3 or more
@@ -142,12 +140,8 @@ class KneserNey:
             p = ((a - d[min(a, 3) - 1] if a else 0.0) + gamma * p) / total
         return p
 
-    def log_prob(self, context: Sequence[int], token: int) -> float:
-        """Natural log of prob(context, token)."""
-        return math.log(self.prob(context, token))
-
     def loss(self, seqs: Sequence[Sequence[int]]) -> float:
-        """PROTOCOL.md's loss: mean NLL (nats) over every prediction of every name (ids without BOS)."""
+        """docs/protocol.md's loss: mean NLL (nats) over every prediction of every name (ids without BOS)."""
         total, count = 0.0, 0
         for s in seqs:
             tokens = (self.bos, *s, self.bos)
@@ -183,29 +177,6 @@ def parse_orders(text: str) -> list[int]:
     return orders
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add `microgpt ngram` to the CLI's subcommands."""
-    p = subparsers.add_parser(
-        "ngram", help="fit a Kneser-Ney character n-gram: the count-based reference for the transformer",
-        description="Fit an interpolated Kneser-Ney character n-gram on the train split and print its train, val and "
-                    "test loss under PROTOCOL.md's measure (the same the transformer reports).")
-    p.add_argument("--order", type=int, metavar="N",
-                   help=f"n-gram order: a prediction sees the N-1 tokens before it (default {DEFAULT_ORDER})")
-    p.add_argument("--orders", metavar="LOW-HIGH",
-                   help="fit each order of a range (e.g. 1-8) or list (e.g. 2,4,6) and print a table")
-    p.add_argument("--discount", type=float, metavar="D",
-                   help="one absolute discount in (0, 1) for every order (default: modified Kneser-Ney D1, D2, D3+ "
-                        "per order, from count-of-counts)")
-    p.add_argument("--data", metavar="PATH",
-                   help=f"one example per line, UTF-8 (default: ${DATA_ENV}, else ~/.cache/microgpt/names.txt, "
-                        "else download makemore's names.txt, sha256-checked)")
-    p.add_argument("--split-seed", type=int, metavar="N",
-                   help=f"seed of PROTOCOL.md's split permutation (default {SPLIT_SEED})")
-    p.add_argument("--max-chars", type=int, metavar="N", default=MAX_CHARS,
-                   help=f"longest example accepted, in characters (default {MAX_CHARS})")
-    return p
-
-
 def run(args: argparse.Namespace) -> int:
     """Execute `microgpt ngram`; UsageError on bad input."""
     if args.order is not None and args.orders is not None:
@@ -213,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     if args.orders is not None:
         orders = parse_orders(args.orders)
     else:
-        orders = [DEFAULT_ORDER if args.order is None else args.order]
+        orders = [NGRAM_ORDER if args.order is None else args.order]
         check_order(orders[0])
     if args.discount is not None:
         check_discount(args.discount)

@@ -1,7 +1,8 @@
 """`microgpt report`: read run and sweep records (CSV and JSON only) and write one report of what they measured.
 
 It never builds or loads a model: every number comes from results.csv, summary.json, metrics.csv and samples.txt, and
-every loss is PROTOCOL.md's held-out, token-weighted mean (nats/token). Val ranks; test is what the report compares.
+every loss is docs/protocol.md's held-out, token-weighted mean (nats/token). Val ranks; test is what the report
+compares.
 
 out/
   report.html    one self-contained file: the figures inline as base64 PNGs, opens offline
@@ -344,7 +345,7 @@ def _digest(text: str) -> str:
 
 
 def ranked(configs: list[Configuration]) -> list[Configuration]:
-    """Configurations with a mean val loss, lowest first (val ranks; PROTOCOL.md)."""
+    """Configurations with a mean val loss, lowest first (val ranks; docs/protocol.md)."""
     scored = [c for c in configs if c.spread("val_loss").n]
     return sorted(scored, key=lambda c: c.spread("val_loss").mean)
 
@@ -753,7 +754,8 @@ def tiers_section(configs: list[Configuration]) -> Section:
         name = names[tier - 1] if tier else names[-2] if mean is not None else names[-1]
         bins.setdefault(name, []).append(config.label)
     rows = [[n, str(len(bins.get(n, []))), _clip(bins.get(n, []))] for n in names]
-    return Section("Tiers", ["Each configuration by its mean test loss over its complete seeds (PROTOCOL.md tiers).",
+    return Section("Tiers", ["Each configuration by its mean test loss over its complete seeds (docs/protocol.md "
+                             "tiers).",
                              Table(["tier", "configurations", "ids"], rows)])
 
 
@@ -1078,22 +1080,6 @@ def write_report(records: Records, baseline_arg: str | None, top_n: int, out: Pa
 
 
 # ----------------------------------------------------------------------------------------------------------------- CLI
-
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add `microgpt report` to the CLI's subcommands."""
-    p = subparsers.add_parser(
-        "report", help="summarise runs and sweeps into report.html, report.md and summary.csv",
-        description="Read run directories and sweep directories (CSV and JSON records only) and write a report: "
-                    "report.html (self-contained), report.md, the PNG figures and summary.csv.")
-    p.add_argument("dirs", nargs="+", metavar="DIR",
-                   help="sweep directories (sweeps/<name>), run directories, or folders of run directories")
-    p.add_argument("--baseline", metavar="RUN_DIR|CONFIG",
-                   help="what the others are compared with: a run directory or a configuration id "
-                        "(default: the configuration equal to a plan's [base])")
-    p.add_argument("--top", type=int, default=3, help="configurations shown in detail, by mean val loss (default 3)")
-    p.add_argument("-o", "--out", default="report", help="output directory (default report/)")
-    return p
-
 
 def run(args: argparse.Namespace) -> int:
     """Execute `microgpt report`; UsageError on bad input."""

@@ -2,7 +2,7 @@
 
 runs/<name>/
   args.txt       the exact command
-  config.json    resolved ModelConfig and TrainConfig, data source and splits, device, versions
+  config.json    resolved ModelConfig and TrainConfig, data source and splits, device, versions, git commit, CPU
   metrics.csv    step, lr, batch loss, val loss (when evaluated), elapsed seconds
   summary.json   the RunResult figures (held-out losses, tier, timing, stability)
   model.pt       the val-selected weights with their config and vocabulary (torch.load(..., weights_only=True))
@@ -19,6 +19,7 @@ import os
 import pickle
 import platform
 import shlex
+import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -34,6 +35,8 @@ from .model import GPT
 from .record import METRICS_COLUMNS, RunResult
 
 RESUME_FILE = "resume.pt"
+PACKAGE_DIR = Path(__file__).resolve().parent
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # what sets the speed here: bf16 autocast (BENCHMARKS.md)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -78,7 +81,41 @@ def run_config(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset, de
         "seed": train_cfg.seed,
         "argv": argv,
         "versions": {"microgpt": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "git_commit": git_commit(),
+        "cpu": cpu_info(),
     }
+
+
+def git_commit(package_dir: Path = PACKAGE_DIR) -> str | None:
+    """HEAD of the git checkout the package runs from (src/microgpt inside it); None for an installed copy, without
+    git, or if git fails or takes over 5 s."""
+    try:
+        out = subprocess.run(["git", "-C", str(package_dir), "rev-parse", "--show-toplevel", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.splitlines()
+    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() / "src" / "microgpt" != package_dir:
+        return None
+    return lines[1]
+
+
+def cpu_info() -> dict:
+    """The CPU's model name and which of CPU_FLAGS it has (from /proc/cpuinfo: None where there is none), and the
+    vector instruction set torch's CPU kernels use."""
+    model, flags = None, None
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model is None:
+            model = value.strip()
+        elif key.strip() == "flags" and flags is None:
+            flags = [f for f in CPU_FLAGS if f in value.split()]
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)()
+    return {"model": model or platform.processor() or None, "flags": flags, "torch_capability": capability}
 
 
 def metrics_csv(history: list[dict]) -> str:

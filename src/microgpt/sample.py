@@ -7,6 +7,7 @@ import random
 import torch
 import torch.nn.functional as F
 
+from .config import UsageError
 from .data import Tokenizer
 from .model import GPT
 from .protocol import TAGS, tag_names, tag_shares  # noqa: F401 - where callers found them before
@@ -25,11 +26,21 @@ def sample_names(
     temperature: float = 1.0,
     top_k: int | None = None,
     generator: torch.Generator | None = None,
+    prefix: str = "",
 ) -> list[str]:
-    """n names, each from BOS until the model emits BOS or the context is full."""
+    """n names, each from BOS (and prefix, which every name then starts with) until the model emits BOS or the context
+    is full; UsageError if prefix has a character outside the vocabulary or leaves no room in the context."""
+    unknown = sorted(set(prefix) - set(tokenizer.chars))
+    if unknown:
+        raise UsageError(f"prefix {prefix!r} has characters the model's vocabulary lacks: {''.join(unknown)!r} "
+                         f"(its characters: {''.join(tokenizer.chars)!r})")
+    if len(prefix) >= model.cfg.block_size:
+        raise UsageError(f"prefix {prefix!r} has {len(prefix)} characters: with BOS it fills the model's context of "
+                         f"{model.cfg.block_size} positions; give at most {model.cfg.block_size - 1}")
     was_training = model.training
     model.eval()
-    idx = torch.full((n, 1), tokenizer.bos, dtype=torch.long, device=_device_of(model))
+    start = torch.tensor([tokenizer.bos, *tokenizer.encode(prefix)], dtype=torch.long, device=_device_of(model))
+    idx = start.expand(n, -1).contiguous()
     out = model.generate(idx, model.cfg.block_size, temperature, top_k, generator).tolist()
     model.train(was_training)
     names = []

@@ -21,6 +21,8 @@ from .precision import resolve_autocast
 from .protocol import tier_of
 from .record import RunResult
 
+LOG_SECONDS = 30.0  # a console line at least this often, whatever log_every says: a long run logged to a file shows life
+
 @torch.no_grad()
 def evaluate(model: GPT, batches: list[Batch]) -> float:
     """Token-weighted mean cross-entropy (nats) over every prediction of every name in batches; restores train mode."""
@@ -107,7 +109,7 @@ def train(
 
         bar = tqdm(total=cfg.steps, initial=run.step, leave=False, unit="step", dynamic_ncols=True)
         say = bar.write
-    window = LogWindow()
+    window = LogWindow(last=cfg.parity)
     while run.step < cfg.steps:
         loss = run.train_step()
         if loss is None:  # diverged: the batch loss is no longer finite
@@ -122,7 +124,8 @@ def train(
         if bar is not None:
             bar.update(1)
         row = run.history[-1]
-        if run.step % cfg.log_every == 0 or row["val_loss"] is not None or run.step == cfg.steps or stop:
+        if (run.step % cfg.log_every == 0 or row["val_loss"] is not None or run.step == cfg.steps or stop
+                or window.seconds() >= LOG_SECONDS):
             say(window.line(run.step, cfg.steps, row["lr"], row["val_loss"]))
         if stop:
             break
@@ -139,9 +142,11 @@ def train(
 
 
 class LogWindow:
-    """The batch losses and timing since the last console line: a line shows their mean and ms per step, evals excluded."""
+    """The batch losses and timing since the last console line: a line shows their mean (with last=True the last
+    step's own loss, as microgpt.py prints it) and ms per step, evals excluded."""
 
-    def __init__(self) -> None:
+    def __init__(self, last: bool = False) -> None:
+        self.last = last
         self.losses: list[float] = []
         self.start = time.perf_counter()
         self.eval_seconds = 0.0
@@ -149,13 +154,17 @@ class LogWindow:
     def add(self, loss: float) -> None:
         self.losses.append(loss)
 
+    def seconds(self) -> float:
+        """Wall seconds since the last line."""
+        return time.perf_counter() - self.start
+
     def line(self, step: int, steps: int, lr: float, val: float | None) -> str:
         now = time.perf_counter()
         ms = 1000 * (now - self.start - self.eval_seconds) / max(1, len(self.losses))
         val_text = f"{val:.4f}" if val is not None else "   -  "
-        mean = statistics.fmean(self.losses) if self.losses else float("nan")
+        loss = (self.losses[-1] if self.last else statistics.fmean(self.losses)) if self.losses else float("nan")
         self.losses, self.start, self.eval_seconds = [], now, 0.0
-        return f"step {step:5d}/{steps} | loss {mean:.4f} | val {val_text} | lr {lr:.1e} | {ms:.2f} ms/step"
+        return f"step {step:5d}/{steps} | loss {loss:.4f} | val {val_text} | lr {lr:.1e} | {ms:.2f} ms/step"
 
 
 CHECKPOINT_FORMAT = 1
