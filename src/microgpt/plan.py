@@ -41,7 +41,8 @@ else:  # pragma: no cover - Python 3.10
 
 MODES = ("grid", "random", "tpe")
 PRUNERS = ("none", "asha", "hyperband", "median")
-PLAN_KEYS = {"name", "mode", "seeds", "trials", "pruner", "preset", "base", "grid", "points", "space", "data", "workers"}
+PLAN_KEYS = {"name", "mode", "seeds", "trials", "pruner", "preset", "base", "grid", "points", "space", "data", "workers",
+             "hypotheses"}  # hypotheses: read by `microgpt report --plan`, never by a run
 NOT_SWEEPABLE = {"seed", "extra", "parity", "vocab_size"}
 
 
