@@ -593,7 +593,7 @@ def test_a_six_configuration_grid_shows_all_six_a_heatmap_and_the_base_as_baseli
     effects = drawn["param-effects.png"]
     assert effects["suptitle"].startswith("lr moves mean val the most") and not effects["overlap"]
     assert effects["xlabels"][:2] == ["lr", "n_embd"]  # 0.01-0.03 and 16-32 span < 4x: linear, not "log scale"
-    assert "the baseline" in effects["legend"] and "mean per value (all runs)" in effects["legend"]
+    assert "the baseline" in effects["legend"] and "mean per value (all runs; up to 8 values)" in effects["legend"]
     front = md.split("Pareto-optimal, fastest first: ", 1)[1].split("\n", 1)[0]
     assert front.startswith("lr0.02-e32")  # every run took the same seconds: the lowest val alone is optimal
     assert "pareto.png" in drawn and "## Ablations" in md

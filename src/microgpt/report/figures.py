@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .records import Records, Run, Sweep
-from .tables import Ablation, Configuration, same, value_means, values_of
+from .tables import Ablation, Configuration, ordered, value_means, values_of
 
 LOSS_AXIS = "loss (nats/token)"
 
@@ -131,12 +131,14 @@ def setting_effects(params: list[str], configs: list[Configuration], palette: di
     rng = np.random.default_rng(0)
     for ax, name in zip(axes.flat, drawn):
         values = values_of(configs, name)
-        numeric, log = _numeric(values), _log_axis(values)
+        numeric, log, few = _numeric(values), _log_axis(values), len(values) <= 8  # few: a grid's levels
         place = (lambda v: float(v)) if numeric else (lambda v: float(values.index(v)))  # noqa: E731
         span = (math.log(max(values) / min(values)) if log else max(values) - min(values)) if numeric else len(values)
-        def jitter(x: float) -> float:
-            u = rng.uniform(-0.025, 0.025) * span
+
+        def jitter(x: float) -> float:  # seeds of one level side by side; a continuous search needs none
+            u = rng.uniform(-0.025, 0.025) * span if few else 0.0
             return x * math.exp(u) if log else x + u
+
         points = [(jitter(place(c.settings[name])), r.figures["val_loss"], palette.get(id(c)))
                   for c in configs if name in c.settings for r in c.complete() if r.figures["val_loss"] is not None]
         for coloured in (False, True):  # the shown configurations on top
@@ -145,12 +147,14 @@ def setting_effects(params: list[str], configs: list[Configuration], palette: di
                 ax.scatter([p[0] for p in mine], [p[1] for p in mine], c=[p[2] or "0.7" for p in mine],
                            s=22 if coloured else 12, alpha=0.85, zorder=3 + coloured, lw=0)
         means = value_means(configs, name)
-        ax.plot([place(v) for v, _ in means], [m for _, m in means], color="0.3", ls="--", marker="D", ms=4, zorder=2)
+        if few:  # over a continuous range each value is one configuration: a line through them would trace noise
+            ax.plot([place(v) for v, _ in means], [m for _, m in means], color="0.3", ls="--", marker="D", ms=4)
         if log:
             ax.set_xscale("log", base=2 if all(isinstance(v, int) for v in values) else 10)
-        if not numeric or len(values) <= 8:
+        if few:
             ax.set_xticks([place(v) for v in values], [f"{v:g}" if numeric else str(v) for v in values])
             ax.minorticks_off()
+        ax.tick_params(which="minor", labelbottom=False)
         best = min(means, key=lambda vm: vm[1])
         ax.set_title(f"lowest mean at {best[0]}: {best[1]:.4f}", fontsize=9)
         ax.set(xlabel=name + (" (log scale)" if log else ""), ylabel=f"val {LOSS_AXIS}")
@@ -160,32 +164,27 @@ def setting_effects(params: list[str], configs: list[Configuration], palette: di
     handles = [Line2D([], [], ls="", marker="o", color=palette[id(c)], label=names[id(c)])
                for c in configs if id(c) in palette and id(c) in names]
     handles += [Line2D([], [], ls="", marker="o", color="0.7", label="other configurations"),
-                Line2D([], [], ls="--", marker="D", color="0.3", label="mean per value (all runs)")]
+                Line2D([], [], ls="--", marker="D", color="0.3", label="mean per value (all runs; up to 8 values)")]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)), fontsize=8)
     fig.suptitle(title, fontsize=11)
     _save(fig, path)
     return drawn
 
 
-def heatmap(configs: list[Configuration], x: str, y: str, baseline: Configuration | None, title: str,
+def heatmap(cells: dict[tuple[Any, Any], float], x: str, y: str, baseline: Configuration | None, title: str,
             path: Path) -> bool:
-    """Mean val loss over every complete run with each pair of values of two settings (a 2-D grid's cells)."""
-    xs, ys = values_of(configs, x), values_of(configs, y)
-    cells = np.full((len(ys), len(xs)), np.nan)
-    for i, vy in enumerate(ys):
-        for j, vx in enumerate(xs):
-            vals = [v for c in configs if same(c.settings.get(x), vx) and same(c.settings.get(y), vy)
-                    for v in c.values("val_loss")]
-            cells[i, j] = np.mean(vals) if vals else np.nan
-    if np.isnan(cells).all():
+    """Mean val loss per pair of values of two settings (tables.cell_means), the baseline's cell outlined."""
+    if not cells:
         return False
+    xs, ys = ordered(k[0] for k in cells), ordered(k[1] for k in cells)
+    grid = np.array([[cells.get((vx, vy), np.nan) for vx in xs] for vy in ys])
     fig, ax = pyplot().subplots(figsize=(1.2 * len(xs) + 3, 0.8 * len(ys) + 2), layout="constrained")
-    image = ax.imshow(cells, cmap="viridis_r", aspect="auto")
-    middle = np.nanmean(cells)
-    for (i, j), v in np.ndenumerate(cells):
+    image = ax.imshow(grid, cmap="viridis_r", aspect="auto")
+    for (i, j), v in np.ndenumerate(grid):
         if not np.isnan(v):
-            ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=8, color="white" if v > middle else "black")
-    if baseline is not None and baseline.settings.get(x) in xs and baseline.settings.get(y) in ys:
+            ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=8,
+                    color="white" if v > np.nanmean(grid) else "black")
+    if baseline is not None and (baseline.settings.get(x), baseline.settings.get(y)) in cells:
         j, i = xs.index(baseline.settings[x]), ys.index(baseline.settings[y])
         ax.add_patch(pyplot().Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.5, ec="black"))
     ax.set_xticks(range(len(xs)), [str(v) for v in xs])
@@ -268,19 +267,18 @@ def open_study(sweep: Sweep):
         return None, f"sweep {sweep.name}: {type(err).__name__}: {err}"
 
 
-def study_figures(study, out: Path, contour: list[str]) -> list[tuple[str, str]]:
-    """Optuna's parallel coordinates and parameter importances of the study (and its contour of the two settings in
-    `contour`), as (file, title) pairs; its ggplot style stays inside."""
+def study_figures(study, out: Path, contour: bool) -> list[tuple[str, str]]:
+    """Optuna's parallel coordinates and parameter importances of the study (and, with `contour`, its contour plot of
+    the two most important settings), as (file, title) pairs; Optuna's ggplot style stays inside."""
     import optuna
     from optuna.visualization import matplotlib as plots
 
-    plt = pyplot()
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(done) < 2 or not done[0].params:
         return []
     best = min(done, key=lambda t: t.value)
     drawn = []
-    with plt.style.context("default"), warnings.catch_warnings():
+    with pyplot().style.context("default"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna.visualization.matplotlib is marked experimental
         ax = plots.plot_parallel_coordinate(study, target_name="val loss")
         title = (f"{len(done)} complete trials of study {study.study_name}; lowest val {best.value:.4f} at "
@@ -288,13 +286,13 @@ def study_figures(study, out: Path, contour: list[str]) -> list[tuple[str, str]]
         drawn.append(("parallel-coordinates.png", ax, title, (11, 5)))
         if len(done[0].params) >= 2:
             importances = optuna.importance.get_param_importances(study)
-            top = next(iter(importances))
+            top = list(importances)[:2]
             ax = plots.plot_param_importances(study, target_name="val loss")
-            drawn.append(("param-importances.png", ax, f"{top} accounts for {importances[top]:.0%} of val's "
+            drawn.append(("param-importances.png", ax, f"{top[0]} accounts for {importances[top[0]]:.0%} of val's "
                           "variance explained (Optuna's default evaluator)", (8, 0.4 * len(importances) + 2)))
-        if len(contour) == 2:
-            ax = plots.plot_contour(study, params=contour, target_name="val loss")
-            drawn.append(("contour.png", ax, f"val over {contour[0]} and {contour[1]}, the two most important", (8, 6)))
+            if contour:
+                ax = plots.plot_contour(study, params=top, target_name="val loss")
+                drawn.append(("contour.png", ax, f"val over {top[0]} and {top[1]}, the two most important", (8, 6)))
         for file, ax, title, size in drawn:
             ax.figure.set_size_inches(*size)
             ax.set_title("")

@@ -19,7 +19,7 @@ from ..protocol import TAGS, TIERS, tag_shares, tier_of
 from ..record import STATES
 from . import figures, hypotheses
 from .records import FIGURES, Records, Run, read_samples
-from .tables import (ABLATION_MAX_CHANGES, Configuration, ablations, differences, find_baseline, group, pareto_front,
+from .tables import (ABLATION_MAX_CHANGES, Configuration, ablations, cell_means, differences, find_baseline, group, pareto_front,
                      preset_of, ranked, summary_rows, swept, tier_bins, unused_context, value_means)
 
 SHOW_ALL = 12  # up to this many configurations, every one is drawn and detailed; beyond it the --top ones
@@ -226,14 +226,11 @@ def effects(configs: list[Configuration], baseline: Configuration | None, params
     if len(grid) >= 2:  # a grid's product fills the cells; one-factor points or a random search would leave them empty
         x, y = grid[:2] if len(grid) > 2 else sorted(grid)
         others = [p for p in grid if p not in (x, y)]
-        cells: dict[tuple, list[float]] = {}
-        for c in configs:
-            if x in c.settings and y in c.settings:
-                cells.setdefault((c.settings[x], c.settings[y]), []).extend(c.values("val_loss"))
-        (vx, vy), v = min(((k, sum(v) / len(v)) for k, v in cells.items() if v), key=lambda kv: kv[1])
+        cells = cell_means(configs, x, y)
+        (vx, vy), v = min(cells.items(), key=lambda kv: kv[1])
         title = f"Lowest mean val at {x}={vx}, {y}={vy}: {v:.4f}" + (f" (mean over {', '.join(others)} and seeds)"
                                                                       if others else " (mean over seeds)")
-        if figures.heatmap(configs, x, y, baseline, title, out / "heatmap.png"):
+        if figures.heatmap(cells, x, y, baseline, title, out / "heatmap.png"):
             blocks.append(Figure("heatmap.png", f"Mean val loss for each pair of {x} and {y}" + (
                 f", the two settings that move it most, averaged over {', '.join(others)}" if others else "")
                 + (" (baseline outlined)." if baseline is not None else ".")))
@@ -248,8 +245,7 @@ def effects(configs: list[Configuration], baseline: Configuration | None, params
         if study is None:
             blocks.append(f"Optuna's plots not drawn for {why}.")
             continue
-        contour = strongest[:2] if sweep.plan.get("mode") in ("random", "tpe") else []
-        for file, title in figures.study_figures(study, out, contour):
+        for file, title in figures.study_figures(study, out, contour=sweep.plan.get("mode") in ("random", "tpe")):
             blocks.append(Figure(file, f"Optuna's {file[:-4].replace('-', ' ')} of study {sweep.name}: {title}."))
     return Section("Each setting's effect", blocks)
 

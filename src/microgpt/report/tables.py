@@ -90,8 +90,13 @@ def swept(records: Records, configs: list[Configuration]) -> list[str]:
 
 
 def values_of(configs: list[Configuration], name: str) -> list[Any]:
-    """The distinct values a setting takes among the configurations, sorted (numbers by value, others as text)."""
-    found = {repr(c.settings[name]): c.settings[name] for c in configs if name in c.settings}
+    """The distinct values a setting takes among the configurations, in order (see ordered)."""
+    return ordered(c.settings[name] for c in configs if name in c.settings)
+
+
+def ordered(values) -> list[Any]:
+    """Distinct setting values, numbers by value first, then text."""
+    found = {repr(v): v for v in values}
     return sorted(found.values(), key=lambda v: (isinstance(v, str), v if not isinstance(v, str) else 0, str(v)))
 
 
@@ -102,6 +107,15 @@ def value_means(configs: list[Configuration], name: str) -> list[tuple[Any, floa
         vals = [v for c in configs if name in c.settings and same(c.settings[name], value) for v in c.values("val_loss")]
         out += [(value, statistics.fmean(vals))] if vals else []
     return out
+
+
+def cell_means(configs: list[Configuration], x: str, y: str) -> dict[tuple[Any, Any], float]:
+    """(value of x, value of y) -> mean val loss over every complete run with that pair (a grid's cells)."""
+    cells: dict[tuple[Any, Any], list[float]] = {}
+    for c in configs:
+        if x in c.settings and y in c.settings:
+            cells.setdefault((c.settings[x], c.settings[y]), []).extend(c.values("val_loss"))
+    return {k: statistics.fmean(v) for k, v in cells.items() if v}
 
 
 # ----------------------------------------------------------------------------------------------------------- baseline
