@@ -22,6 +22,7 @@ from .records import FIGURES, Records, Run, read_samples
 from .tables import (ABLATION_MAX_CHANGES, Configuration, ablations, cell_means, differences, find_baseline, group, pareto_front,
                      preset_of, ranked, summary_rows, swept, tier_bins, unused_context, value_means)
 
+NA = "n < 2"  # in a table cell: fewer than 2 seeds on a side, so no interval and no test (stats.NO_STATS)
 SHOW_ALL = 12  # up to this many configurations, every one is drawn and detailed; beyond it the --top ones
 DIGITS = {"best_val_step": 0, "steps_done": 0, "steps_to_target": 0, "n_params": 0, "tokens_per_second": 0,
           "seconds_to_target": 2, "wall_seconds": 2, "train_seconds": 2}  # decimals shown; every other figure: 4
@@ -133,10 +134,10 @@ def all_configurations(configs: list[Configuration], baseline: Configuration | N
         c = None if baseline is None or config is baseline else stats.compare(baseline.values("test_loss"),
                                                                   config.values("test_loss"))
         compared = [] if baseline is None else ["(baseline)"] * 2 if config is baseline else [
-            "n < 2"] * 2 if c is None else [fmt_p(c.p), fmt(c.hedges_g, 2)]
+            NA] * 2 if c is None else [fmt_p(c.p), fmt(c.hedges_g, 2)]
         rows.append([rank or "—", config.label + (" (baseline)" if config is baseline else ""), *settings,
                      f"{len(config.complete())}/{len(config.runs)}", fmt_spread(val), fmt_spread(test),
-                     f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "n < 2", *compared,
+                     f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else NA, *compared,
                      fmt(config.mean("wall_seconds"), 1), fmt(config.mean("n_params"), 0), tier_of(test.mean) or "—"])
         keys.append([rank, None, *(settings if split else [None]), len(config.complete()), val.mean, test.mean,
                      ci and ci[0], *([] if baseline is None else [c and c.p, c and c.hedges_g]),
@@ -274,19 +275,20 @@ def hypotheses_section(measured: list[hypotheses.Measured], baseline: Configurat
     mean = baseline.spread("test_loss").mean
     rows = []
     for m in measured:
-        measured_text = p_text = stats.NO_STATS
+        measured_text = p_text = NA
         if m.comparison is not None:
             r, (lo, hi) = stats.relative(m.comparison, mean)
             measured_text, p_text = f"{100 * r:+.1f}% [{100 * lo:+.1f}%, {100 * hi:+.1f}%]", fmt_p(m.comparison.p)
         rows.append([m.hypothesis.name, change(baseline, m.variant, m.changed), f"{baseline.label} vs {m.variant.label}",
                      f"{len(baseline.values('test_loss'))}/{len(m.variant.values('test_loss'))}",
-                     f"{100 * m.hypothesis.predicted:.0f}%", measured_text, p_text, m.verdict])
+                     f"{100 * m.hypothesis.predicted:.0f}%", measured_text, p_text,
+                     NA if m.verdict == stats.NO_STATS else m.verdict])
     return Section("The plan's hypotheses", [
         f"The predictions of {source}. Each row compares the baseline ({baseline.label}) with a configuration that "
         "differs in that factor alone. Reduction = (baseline mean test loss − variant mean) / baseline mean; positive "
         "= better. Interval: Welch's 95% interval of the difference over the baseline mean. Verdict: not significant "
         "at 5% when Welch p ≥ 0.05; else opposite when the sign is reversed; confirmed when the interval holds the "
-        "prediction; else smaller or larger.",
+        f"prediction; else smaller or larger. {NA}: fewer than 2 seeds on a side, no interval and no test.",
         Table(["hypothesis", "change", "configs", "seeds (base/variant)", "predicted reduction",
                "measured reduction [95% CI]", "Welch p", "verdict"], rows)])
 
@@ -302,7 +304,7 @@ def ablations_section(baseline: Configuration, configs: list[Configuration], gri
         table.append([label, a.variant.label, f"{len(baseline.values('val_loss'))}/{len(a.variant.values('val_loss'))}",
                       fmt_spread(a.variant.spread("val_loss")),
                       f"{-c.diff:+.4f} [{-c.ci[1]:+.4f}, {-c.ci[0]:+.4f}]" if c else fmt(None),
-                      fmt_p(c.p) if c else stats.NO_STATS, a.verdict])
+                      fmt_p(c.p) if c else NA, NA if a.verdict == stats.NO_STATS else a.verdict])
     helps = [(a, label) for a, label in zip(rows, labels) if a.verdict.startswith("helps")]
     hurts = sum(a.verdict.startswith("hurts") for a in rows)
     title = f"{len(helps)} of {len(rows)} changes lower val significantly, {hurts} raise it"
@@ -312,7 +314,8 @@ def ablations_section(baseline: Configuration, configs: list[Configuration], gri
         f"Every configuration that differs from the baseline ({baseline.label}, val "
         f"{fmt_spread(baseline.spread('val_loss'))}) in at most {ABLATION_MAX_CHANGES} settings (and in at most one "
         "grid dimension), on val loss (the figure choices are made on), best first. Difference = variant mean − "
-        "baseline mean, negative = better, with Welch's 95% interval; verdict by Welch's two-sided p at 5%.",
+        "baseline mean, negative = better, with Welch's 95% interval; verdict by Welch's two-sided p at 5%; "
+        f"{NA}: fewer than 2 seeds on a side.",
         Table(["change", "config", "seeds (base/variant)", "val loss", "difference [95% CI]", "Welch p", "verdict"],
               table)]
     if figures.forest(rows, labels, title, out / "forest.png"):
