@@ -289,7 +289,8 @@ def test_absent_study_is_said_and_skipped(tmp_path):
 
 def test_baseline_flag_by_id_and_by_run_dir(tmp_path):
     sweep = make_sweep(tmp_path, journal=False)
-    assert run_report(str(sweep), "--baseline", "b16", "--top", "2", "--plan", str(PLAN), "-o", str(tmp_path / "a")) == 0
+    out = tmp_path / "a"
+    assert run_report(str(sweep), "--baseline", "b16", "--top", "2", "--plan", str(PLAN), "-o", str(out)) == 0
     md = (tmp_path / "a" / "report.md").read_text()
     assert "Baseline: b16, configuration b16 (--baseline b16)" in md
     assert "## Top 2 configurations: cost and stability" in md
@@ -658,3 +659,35 @@ def test_the_block_size_note_follows_the_data(tmp_path):
     run_dir_records(same / "b-s0", {**BASE, "block_size": 32, "lr": 0.02}, 0, 2.3)
     assert run_report(str(same), "-o", str(tmp_path / "out2")) == 0
     assert "cannot help" not in (tmp_path / "out2" / "report.md").read_text()  # one block_size: nothing to say
+
+
+def test_a_two_objective_study_is_drawn_on_val(tmp_path, drawn):
+    import optuna
+
+    sweep = make_sweep(tmp_path, "fast", journal=False, configs=GRID, failures=False)
+    plan = json.loads((sweep / "plan.json").read_text())
+    (sweep / "plan.json").write_text(json.dumps({**plan, "objectives": ["val", "seconds"]}))
+    journal = optuna.storages.journal.JournalFileBackend(str(sweep / "journal.log"))
+    study = optuna.create_study(study_name="fast", storage=optuna.storages.JournalStorage(journal),
+                                directions=["minimize", "minimize"])
+    dists = {"n_embd": optuna.distributions.IntDistribution(16, 64),
+             "lr": optuna.distributions.FloatDistribution(0.005, 0.05, log=True)}
+    for overrides, tests in GRID.values():
+        values = [statistics.fmean(tests) - 0.02, 100 * overrides["lr"]]  # val, and seconds that grow with lr
+        study.add_trial(optuna.trial.create_trial(params=overrides, distributions=dists, values=values))
+    (sweep / "storage.txt").write_text(f"journal:{sweep / 'journal.log'}\n")
+    assert run_report(str(sweep), "-o", str(tmp_path / "out")) == 0
+    assert drawn["parallel-coordinates.png"]["suptitle"] == (
+        "6 complete trials of study fast; lowest val 2.3450 at lr=0.02, n_embd=32")
+    assert drawn["param-importances.png"]["suptitle"].startswith("lr accounts for")
+
+
+def test_the_pareto_front_is_what_nothing_beats_on_both():
+    def timed(label: str, val: float, secs: float) -> tables.Configuration:
+        run = Run(label, "s", label, 0, "complete", {"lr": val}, {"val_loss": val, "seconds_to_best": secs}, None)
+        return tables.Configuration(label, {"lr": val}, [run])
+
+    configs = [timed("a", 2.0, 100), timed("b", 2.1, 10), timed("c", 2.2, 50), timed("d", 2.05, 20),
+               timed("e", 2.1, 10.5)]
+    assert [c.label for c in tables.pareto_front(configs, "seconds_to_best")] == ["b", "d", "a"]
+    assert tables.pareto_front(configs) == []  # no wall_seconds recorded: no front on them

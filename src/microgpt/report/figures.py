@@ -11,9 +11,11 @@ from typing import Any
 import numpy as np
 
 from .records import Records, Run, Sweep
-from .tables import Ablation, Configuration, ordered, value_means, values_of
+from .tables import Ablation, Configuration, ordered, show, value_means, values_of
 
 LOSS_AXIS = "loss (nats/token)"
+SECONDS = {"wall_seconds": "wall seconds per run",
+           "seconds_to_best": "wall seconds to the selected evaluation (the sweep's second objective)"}
 
 
 def pyplot():
@@ -48,6 +50,14 @@ def _log_axis(values: list[Any]) -> bool:
     return _numeric(values) and min(values) > 0 and max(values) >= 4 * min(values)
 
 
+def _plain_log(ax, values: list[float]) -> None:
+    """A log x axis with four plain labels across the values' range (0.002, 0.005, ...), not 2x10^-3 at decades."""
+    ax.set_xscale("log")
+    ticks = np.geomspace(min(values), max(values), 4)
+    ax.set_xticks(ticks, [f"{v:.2g}" if v < 10 else f"{v:.0f}" for v in ticks])
+    ax.minorticks_off()
+
+
 def val_curve(config: Configuration, records: Records, x: str) -> tuple[np.ndarray, ...] | None:
     """(x, mean, min, max) of val loss over the seeds at each evaluated step; x is the step or the mean elapsed s."""
     at: dict[int, list[tuple[float, float]]] = {}
@@ -75,7 +85,8 @@ def val_curves(shown: list[Configuration], palette: dict[int, Any], names: dict[
             continue
         xs, mean, lo, hi = curve
         colour = palette.get(id(config), "0.6")
-        ax.plot(xs, mean, color=colour, lw=1.8, marker="o", ms=3, label=f"{names[id(config)]} (n={len(config.complete())})")
+        label = f"{names[id(config)]} (n={len(config.complete())})"
+        ax.plot(xs, mean, color=colour, lw=1.8, marker="o", ms=3, label=label)
         ax.fill_between(xs, lo, hi, color=colour, alpha=0.12, lw=0)
         drawn = True
     ax.set(xlabel="step" if x == "step" else "seconds (wall, since the run started)", ylabel=f"val {LOSS_AXIS}")
@@ -127,7 +138,8 @@ def setting_effects(params: list[str], configs: list[Configuration], palette: di
 
     ncols = min(3, len(drawn))
     nrows = math.ceil(len(drawn) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.2 * nrows + 1.2), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.2 * nrows + 1.2), squeeze=False,
+                             layout="constrained")
     rng = np.random.default_rng(0)
     for ax, name in zip(axes.flat, drawn):
         values = values_of(configs, name)
@@ -149,14 +161,15 @@ def setting_effects(params: list[str], configs: list[Configuration], palette: di
         means = value_means(configs, name)
         if few:  # over a continuous range each value is one configuration: a line through them would trace noise
             ax.plot([place(v) for v, _ in means], [m for _, m in means], color="0.3", ls="--", marker="D", ms=4)
-        if log:
+        if log and few:
             ax.set_xscale("log", base=2 if all(isinstance(v, int) for v in values) else 10)
+        elif log:
+            _plain_log(ax, values)
         if few:
-            ax.set_xticks([place(v) for v in values], [f"{v:g}" if numeric else str(v) for v in values])
+            ax.set_xticks([place(v) for v in values], [show(v) for v in values])
             ax.minorticks_off()
-        ax.tick_params(which="minor", labelbottom=False)
         best = min(means, key=lambda vm: vm[1])
-        ax.set_title(f"lowest mean at {best[0]}: {best[1]:.4f}", fontsize=9)
+        ax.set_title(f"lowest {'mean ' if few else ''}at {show(best[0])}: {best[1]:.4f}", fontsize=9)
         ax.set(xlabel=name + (" (log scale)" if log else ""), ylabel=f"val {LOSS_AXIS}")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(drawn):]:
@@ -187,8 +200,8 @@ def heatmap(cells: dict[tuple[Any, Any], float], x: str, y: str, baseline: Confi
     if baseline is not None and (baseline.settings.get(x), baseline.settings.get(y)) in cells:
         j, i = xs.index(baseline.settings[x]), ys.index(baseline.settings[y])
         ax.add_patch(pyplot().Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.5, ec="black"))
-    ax.set_xticks(range(len(xs)), [str(v) for v in xs])
-    ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+    ax.set_xticks(range(len(xs)), [show(v) for v in xs])
+    ax.set_yticks(range(len(ys)), [show(v) for v in ys])
     ax.set(xlabel=x, ylabel=y)
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, label=f"mean val {LOSS_AXIS}")
@@ -214,14 +227,14 @@ def forest(rows: list[Ablation], labels: list[str], title: str, path: Path) -> b
     return _save(fig, path)
 
 
-def pareto(configs: list[Configuration], front: list[Configuration], baseline: Configuration | None,
+def pareto(configs: list[Configuration], front: list[Configuration], seconds: str, baseline: Configuration | None,
            presets: dict[int, str], title: str, path: Path) -> bool:
-    """Mean val loss against mean wall seconds per configuration, the Pareto-optimal ones joined and named."""
-    scored = [c for c in configs if c.mean("val_loss") is not None and c.mean("wall_seconds") is not None]
+    """Mean val loss against mean `seconds` per configuration, the Pareto-optimal ones joined and named."""
+    scored = [c for c in configs if c.mean("val_loss") is not None and c.mean(seconds) is not None]
     if len(scored) < 2:
         return False
     fig, ax = pyplot().subplots(figsize=(9, 5), layout="constrained")
-    xy = lambda cs: ([c.mean("wall_seconds") for c in cs], [c.mean("val_loss") for c in cs])  # noqa: E731
+    xy = lambda cs: ([c.mean(seconds) for c in cs], [c.mean("val_loss") for c in cs])  # noqa: E731
     ax.scatter(*xy(scored), s=18, color="0.65", label="configuration (mean over seeds)", zorder=2)
     ax.step(*xy(front), where="post", color="C3", lw=1, zorder=3)
     ax.scatter(*xy(front), s=40, color="C3", label="Pareto-optimal: nothing both faster and lower", zorder=4)
@@ -235,8 +248,8 @@ def pareto(configs: list[Configuration], front: list[Configuration], baseline: C
             ax.scatter(*xy([c]), marker="*", s=160, color="gold", edgecolors="black", zorder=6,
                        label=f"preset {presets[id(c)]}")
     if _log_axis(xy(scored)[0]):
-        ax.set_xscale("log")
-    ax.set(xlabel="wall seconds per run" + (" (log scale)" if ax.get_xscale() == "log" else ""),
+        _plain_log(ax, xy(scored)[0])
+    ax.set(xlabel=SECONDS[seconds] + (" (log scale)" if ax.get_xscale() == "log" else ""),
            ylabel=f"val {LOSS_AXIS}")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -267,31 +280,34 @@ def open_study(sweep: Sweep):
         return None, f"sweep {sweep.name}: {type(err).__name__}: {err}"
 
 
-def study_figures(study, out: Path, contour: bool) -> list[tuple[str, str]]:
-    """Optuna's parallel coordinates and parameter importances of the study (and, with `contour`, its contour plot of
-    the two most important settings), as (file, title) pairs; Optuna's ggplot style stays inside."""
+def study_figures(study, out: Path, contour: bool, objectives: list[str]) -> list[tuple[str, str]]:
+    """Optuna's parallel coordinates and parameter importances of the study on val (its first objective named "val"
+    in a study of several), and with `contour` its contour plot of the two most important settings, as (file, title)
+    pairs; Optuna's ggplot style stays inside."""
     import optuna
     from optuna.visualization import matplotlib as plots
 
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if len(done) < 2 or not done[0].params:
+    if len(done) < 2 or not done[0].params or "val" not in objectives[:len(study.directions)]:
         return []
-    best = min(done, key=lambda t: t.value)
+    val = objectives.index("val")
+    on_val = {"target": (lambda t: t.values[val]) if len(study.directions) > 1 else None, "target_name": "val loss"}
+    best = min(done, key=lambda t: t.values[val])
     drawn = []
     with pyplot().style.context("default"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna.visualization.matplotlib is marked experimental
-        ax = plots.plot_parallel_coordinate(study, target_name="val loss")
-        title = (f"{len(done)} complete trials of study {study.study_name}; lowest val {best.value:.4f} at "
-                 + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()))
+        ax = plots.plot_parallel_coordinate(study, **on_val)
+        title = (f"{len(done)} complete trials of study {study.study_name}; lowest val {best.values[val]:.4f} at "
+                 + ", ".join(f"{k}={show(v)}" for k, v in best.params.items()))
         drawn.append(("parallel-coordinates.png", ax, title, (11, 5)))
         if len(done[0].params) >= 2:
-            importances = optuna.importance.get_param_importances(study)
+            importances = optuna.importance.get_param_importances(study, target=on_val["target"])
             top = list(importances)[:2]
-            ax = plots.plot_param_importances(study, target_name="val loss")
+            ax = plots.plot_param_importances(study, **on_val)
             drawn.append(("param-importances.png", ax, f"{top[0]} accounts for {importances[top[0]]:.0%} of val's "
                           "variance explained (Optuna's default evaluator)", (8, 0.4 * len(importances) + 2)))
             if contour:
-                ax = plots.plot_contour(study, params=top, target_name="val loss")
+                ax = plots.plot_contour(study, params=top, **on_val)
                 drawn.append(("contour.png", ax, f"val over {top[0]} and {top[1]}, the two most important", (8, 6)))
         for file, ax, title, size in drawn:
             ax.figure.set_size_inches(*size)

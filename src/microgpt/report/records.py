@@ -1,5 +1,5 @@
 """What the report reads: sweep directories (plan.json, storage.txt, results.csv) and run directories (config.json,
-summary.json, metrics.csv, samples.txt), as Runs and Sweeps. What cannot be read is kept in Records.skipped, with why."""
+summary.json, metrics.csv, samples.txt), as Runs and Sweeps. What cannot be read goes to Records.skipped, with why."""
 
 from __future__ import annotations
 
@@ -36,14 +36,17 @@ class Run:
 
     def __post_init__(self) -> None:
         # loss_drop_per_second: val loss gained over the uniform start ln(vocab_size), per second of training
-        val, secs, vocab = self.figures.get("val_loss"), self.figures.get("train_seconds"), self.settings.get("vocab_size")
+        val, secs = self.figures.get("val_loss"), self.figures.get("train_seconds")
+        vocab = self.settings.get("vocab_size")
         ok = val is not None and secs and vocab
         self.figures["loss_drop_per_second"] = (math.log(vocab) - val) / secs if ok else None
         self.data = self.data or self.source
 
     def key(self) -> str:
         """What its configuration is: the settings (seed aside), or its id where the record has none."""
-        return json.dumps(self.settings, sort_keys=True) if self.settings else f"{self.source}#{self.config or self.name}"
+        if self.settings:
+            return json.dumps(self.settings, sort_keys=True)
+        return f"{self.source}#{self.config or self.name}"
 
 
 @dataclass

@@ -19,8 +19,8 @@ from ..protocol import TAGS, TIERS, tag_shares, tier_of
 from ..record import STATES
 from . import figures, hypotheses
 from .records import FIGURES, Records, Run, read_samples
-from .tables import (ABLATION_MAX_CHANGES, Configuration, ablations, cell_means, differences, find_baseline, group, pareto_front,
-                     preset_of, ranked, summary_rows, swept, tier_bins, unused_context, value_means)
+from .tables import (ABLATION_MAX_CHANGES, Configuration, ablations, cell_means, differences, find_baseline, group,
+                     pareto_front, preset_of, ranked, show, summary_rows, swept, tier_bins, unused_context, value_means)
 
 NA = "n < 2"  # in a table cell: fewer than 2 seeds on a side, so no interval and no test (stats.NO_STATS)
 SHOW_ALL = 12  # up to this many configurations, every one is drawn and detailed; beyond it the --top ones
@@ -78,13 +78,14 @@ def tier_name(test_mean: float | None) -> str:
 
 
 def describe(config: Configuration, params: list[str], baseline: Configuration | None) -> str:
-    """What sets the configuration apart: its settings that differ from the baseline's, else its swept values."""
+    """What sets the configuration apart in a legend or a title: its settings that differ from the baseline's, else
+    its swept values; its label where that takes more than 3 settings."""
     if baseline is not None and baseline.settings and config.settings:
         if config is baseline:
             return "the baseline"
         params = differences(baseline.settings, config.settings)
-    text = ", ".join(f"{k}={config.settings[k]}" for k in params if k in config.settings) or config.label
-    return text if len(text) <= 60 else text[:59] + "…"
+    named = [k for k in params if k in config.settings]
+    return ", ".join(f"{k}={show(config.settings[k])}" for k in named) if 0 < len(named) <= 3 else config.label
 
 
 def change(baseline: Configuration, config: Configuration, changed: list[str]) -> str:
@@ -123,14 +124,13 @@ def tiers(configs: list[Configuration]) -> Section:
 def all_configurations(configs: list[Configuration], baseline: Configuration | None, params: list[str]) -> Section:
     """Every configuration in one table, ranked by mean val; in HTML a click on a header sorts by that column."""
     order = ranked(configs)
-    split = len(params) <= 6  # a column per setting (sortable) while that stays readable
-    head = ["rank", "config", *(params if split else ["settings"]), "complete/runs", "val loss", "test loss",
+    head = ["rank", "config", *params, "complete/runs", "val loss", "test loss",
             "test 95% CI", *(["Welch p vs baseline", "Hedges' g"] if baseline else []), "wall s", "parameters", "tier"]
     rows, keys = [], []
     for config in order + [c for c in configs if c not in order]:
         rank = order.index(config) + 1 if config in order else None
         val, test, ci = config.spread("val_loss"), config.spread("test_loss"), stats.mean_ci(config.values("test_loss"))
-        settings = [config.settings.get(p, "—") for p in params] if split else [describe(config, params, baseline)]
+        settings = [show(config.settings.get(p, "—")) for p in params]  # a column each: a click sorts by it
         c = None if baseline is None or config is baseline else stats.compare(baseline.values("test_loss"),
                                                                   config.values("test_loss"))
         compared = [] if baseline is None else ["(baseline)"] * 2 if config is baseline else [
@@ -139,7 +139,7 @@ def all_configurations(configs: list[Configuration], baseline: Configuration | N
                      f"{len(config.complete())}/{len(config.runs)}", fmt_spread(val), fmt_spread(test),
                      f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else NA, *compared,
                      fmt(config.mean("wall_seconds"), 1), fmt(config.mean("n_params"), 0), tier_of(test.mean) or "—"])
-        keys.append([rank, None, *(settings if split else [None]), len(config.complete()), val.mean, test.mean,
+        keys.append([rank, None, *[config.settings.get(p) for p in params], len(config.complete()), val.mean, test.mean,
                      ci and ci[0], *([] if baseline is None else [c and c.p, c and c.hedges_g]),
                      config.mean("wall_seconds"), config.mean("n_params"), tier_of(test.mean)])
     text = ("Ranked by mean val loss (val drives every choice); test loss is the figure compared. Mean ± sd over the "
@@ -214,13 +214,16 @@ def train_val_title(run: Run, records: Records) -> str:
 def effects(configs: list[Configuration], baseline: Configuration | None, params: list[str], records: Records,
             palette: dict, names: dict, out: Path) -> Section:
     blocks: list = []
-    spans = {p: value_means(configs, p) for p in params}
-    spans = {p: (min(m, key=lambda vm: vm[1]), max(m, key=lambda vm: vm[1])) for p, m in spans.items() if len(m) >= 2}
+    spans = {p: value_means(configs, p) for p in params}  # levels only: over a continuous range the spread of
+    spans = {p: (min(m, key=lambda vm: vm[1]), max(m, key=lambda vm: vm[1]))  # single runs is not an effect
+             for p, m in spans.items() if 2 <= len(m) <= 8}
     strongest = sorted(spans, key=lambda p: spans[p][0][1] - spans[p][1][1])
+    title = "Val loss against each setting"
     if strongest:
         p, ((lo_v, lo), (hi_v, hi)) = strongest[0], spans[strongest[0]]
-        title = f"{p} moves mean val the most: {lo:.4f} at {p}={lo_v}, {hi:.4f} at {p}={hi_v}"
-        drawn = figures.setting_effects(params, configs, palette, names, title, out / "param-effects.png")
+        title = f"{p} moves mean val the most: {lo:.4f} at {p}={show(lo_v)}, {hi:.4f} at {p}={show(hi_v)}"
+    drawn = figures.setting_effects(params, configs, palette, names, title, out / "param-effects.png")
+    if drawn:
         blocks.append(Figure("param-effects.png", f"Val loss against {', '.join(drawn)}: one point per complete run, "
                                                   "jittered sideways; dashed = mean per value over all runs."))
     grid = [p for p in strongest if p in set().union(*(s.plan.get("grid") or {} for s in records.sweeps))]
@@ -229,8 +232,8 @@ def effects(configs: list[Configuration], baseline: Configuration | None, params
         others = [p for p in grid if p not in (x, y)]
         cells = cell_means(configs, x, y)
         (vx, vy), v = min(cells.items(), key=lambda kv: kv[1])
-        title = f"Lowest mean val at {x}={vx}, {y}={vy}: {v:.4f}" + (f" (mean over {', '.join(others)} and seeds)"
-                                                                      if others else " (mean over seeds)")
+        title = (f"Lowest mean val at {x}={show(vx)}, {y}={show(vy)}: {v:.4f} (mean over "
+                 + (f"{', '.join(others)} and seeds)" if others else "seeds)"))
         if figures.heatmap(cells, x, y, baseline, title, out / "heatmap.png"):
             blocks.append(Figure("heatmap.png", f"Mean val loss for each pair of {x} and {y}" + (
                 f", the two settings that move it most, averaged over {', '.join(others)}" if others else "")
@@ -246,29 +249,32 @@ def effects(configs: list[Configuration], baseline: Configuration | None, params
         if study is None:
             blocks.append(f"Optuna's plots not drawn for {why}.")
             continue
-        for file, title in figures.study_figures(study, out, contour=sweep.plan.get("mode") in ("random", "tpe")):
+        objectives = sweep.plan.get("objectives") or ["val"]  # a plan.json from before objectives: val alone
+        for file, title in figures.study_figures(study, out, sweep.plan.get("mode") in ("random", "tpe"), objectives):
             blocks.append(Figure(file, f"Optuna's {file[:-4].replace('-', ' ')} of study {sweep.name}: {title}."))
     return Section("Each setting's effect", blocks)
 
 
-def cost_front(configs: list[Configuration], baseline: Configuration | None, out: Path) -> Section:
-    front = pareto_front(configs)
+def cost_front(records: Records, configs: list[Configuration], baseline: Configuration | None, out: Path) -> Section:
+    """Val against seconds: the sweep's own two objectives where it searched on seconds, else wall seconds."""
+    two = any("seconds" in (s.plan.get("objectives") or []) for s in records.sweeps)
+    secs = "seconds_to_best" if two and any(c.mean("seconds_to_best") is not None for c in configs) else "wall_seconds"
+    front = pareto_front(configs, secs)
     if not front:
         return Section("Val against time")
     best = min(front, key=lambda c: c.mean("val_loss"))
-    title = (f"{len(front)} of {len([c for c in configs if c.mean('wall_seconds') is not None])} configurations are "
-             f"Pareto-optimal; the lowest val ({best.mean('val_loss'):.4f}) takes {best.mean('wall_seconds'):.1f} s")
+    title = (f"{len(front)} of {len([c for c in configs if c.mean(secs) is not None])} configurations are "
+             f"Pareto-optimal; the lowest val ({best.mean('val_loss'):.4f}) takes {best.mean(secs):.1f} s")
     if front[0] is not best:
-        title += f", {front[0].label} gets {front[0].mean('val_loss'):.4f} in {front[0].mean('wall_seconds'):.1f} s"
+        title += f", {front[0].label} gets {front[0].mean('val_loss'):.4f} in {front[0].mean(secs):.1f} s"
     presets = {id(c): p for c in configs if (p := preset_of(c))}
-    if not figures.pareto(configs, front, baseline, presets, title, out / "pareto.png"):
+    if not figures.pareto(configs, front, secs, baseline, presets, title, out / "pareto.png"):
         return Section("Val against time")
-    return Section("Val against time", [Figure("pareto.png", "Mean val loss against mean wall seconds per run, one "
-                                                             "point per configuration; a Pareto-optimal one has no "
-                                                             "other both faster and lower."),
-                                        "Pareto-optimal, fastest first: " + ", ".join(
-                                            f"{c.label} ({c.mean('wall_seconds'):.1f} s, val {c.mean('val_loss'):.4f})"
-                                            for c in front) + "."])
+    return Section("Val against time", [
+        Figure("pareto.png", f"Mean val loss against mean {figures.SECONDS[secs]}, one point per configuration; a "
+                             "Pareto-optimal one has no other both faster and lower."),
+        "Pareto-optimal, fastest first: " + ", ".join(f"{c.label} ({c.mean(secs):.1f} s, val "
+                                                      f"{c.mean('val_loss'):.4f})" for c in front) + "."])
 
 
 def hypotheses_section(measured: list[hypotheses.Measured], baseline: Configuration, source: str) -> Section:
@@ -351,17 +357,20 @@ def sweep_report(records: Records, configs: list[Configuration], baseline: Confi
     shown = order[:limit] + ([baseline] if baseline is not None and baseline not in order[:limit] else [])
     palette = figures.colours(shown, baseline)
     names = {id(c): describe(c, params, baseline) for c in shown}
-    sections = [overview(records, configs, baseline, how), tiers(configs), all_configurations(configs, baseline, params)]
+    sections = [overview(records, configs, baseline, how), tiers(configs),
+                all_configurations(configs, baseline, params)]
     if shown:
         sections.append(costs(shown, limit if len(order) > limit else None, baseline))
     sections += [curves(shown, baseline, params, records, palette, out),
-                 effects(configs, baseline, params, records, palette, names, out), cost_front(configs, baseline, out)]
+                 effects(configs, baseline, params, records, palette, names, out),
+                 cost_front(records, configs, baseline, out)]
     measured = hypotheses.measure(found[0], baseline, configs)
     if measured:
         sections.append(hypotheses_section(measured, baseline, found[1]))
     elif found[0]:
-        sections.append(Section("The plan's hypotheses", [f"No configuration pairs with the baseline for any hypothesis "
-                                                          f"of {found[1]} (or the baseline has no test loss)."]))
+        sections.append(Section("The plan's hypotheses", [
+            f"No configuration pairs with the baseline for any hypothesis of {found[1]} (or the baseline has no test "
+            "loss)."]))
     if baseline is not None and baseline.settings:
         grid = set().union(*(s.plan.get("grid") or {} for s in records.sweeps))
         sections.append(ablations_section(baseline, configs, grid, out))
@@ -384,8 +393,9 @@ def run_report(records: Records, configs: list[Configuration], out: Path) -> lis
     if figures.val_curves([config], {id(config): "C3"}, {id(config): run.name}, records, "seconds", title,
                           out / "val-vs-seconds.png"):
         blocks.append(Figure("val-vs-seconds.png", "Val loss against wall seconds."))
-    return [Section("Overview", [f"Run {run.name} ({run.dir}): {run.state}" + (f" ({run.error})." if run.error else "."),
-                                 f"Settings: {main or 'unknown (no config.json)'}.", Table(["figure", "value"], rows)]),
+    state = f"Run {run.name} ({run.dir}): {run.state}" + (f" ({run.error})." if run.error else ".")
+    return [Section("Overview", [state, f"Settings: {main or 'unknown (no config.json)'}.",
+                                 Table(["figure", "value"], rows)]),
             Section("Loss curves", blocks), samples(run), skipped(records)]
 
 

@@ -94,6 +94,11 @@ def values_of(configs: list[Configuration], name: str) -> list[Any]:
     return ordered(c.settings[name] for c in configs if name in c.settings)
 
 
+def show(value: Any) -> str:
+    """A setting's value as text: a float to 3 significant digits (a random search's 0.002226647830267851: 0.00223)."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def ordered(values) -> list[Any]:
     """Distinct setting values, numbers by value first, then text."""
     found = {repr(v): v for v in values}
@@ -104,7 +109,8 @@ def value_means(configs: list[Configuration], name: str) -> list[tuple[Any, floa
     """(value, mean val loss over every complete run with it) for each value of a setting that has such runs."""
     out = []
     for value in values_of(configs, name):
-        vals = [v for c in configs if name in c.settings and same(c.settings[name], value) for v in c.values("val_loss")]
+        vals = [v for c in configs if name in c.settings and same(c.settings[name], value)
+                for v in c.values("val_loss")]
         out += [(value, statistics.fmean(vals))] if vals else []
     return out
 
@@ -188,10 +194,10 @@ def ablations(baseline: Configuration, configs: list[Configuration], grid: set[s
     return sorted(out, key=lambda a: a.variant.mean("val_loss") if a.variant.mean("val_loss") is not None else math.inf)
 
 
-def pareto_front(configs: list[Configuration]) -> list[Configuration]:
-    """The configurations no other beats on both mean val loss and mean wall seconds, fastest first."""
-    scored = [c for c in configs if c.mean("val_loss") is not None and c.mean("wall_seconds") is not None]
-    scored.sort(key=lambda c: (c.mean("wall_seconds"), c.mean("val_loss")))
+def pareto_front(configs: list[Configuration], seconds: str = "wall_seconds") -> list[Configuration]:
+    """The configurations no other beats on both mean val loss and mean `seconds` (a figure), fastest first."""
+    scored = [c for c in configs if c.mean("val_loss") is not None and c.mean(seconds) is not None]
+    scored.sort(key=lambda c: (c.mean(seconds), c.mean("val_loss")))
     front: list[Configuration] = []
     for config in scored:
         if not front or config.mean("val_loss") < front[-1].mean("val_loss"):
