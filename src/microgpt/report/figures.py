@@ -28,9 +28,11 @@ def pyplot():
     return plt
 
 
-def colours(shown: list[Configuration], baseline: Configuration | None) -> dict[int, str]:
+def colours(shown: list[Configuration], baseline: Configuration | None) -> dict[int, Any]:
     """One colour per shown configuration, the same in every figure: the baseline black, the others in rank order."""
-    cmap = pyplot().get_cmap("tab10" if len(shown) <= 10 else "tab20")
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(shown) <= 10 else "tab20"]
     out = {id(c): cmap(i % cmap.N) for i, c in enumerate(c for c in shown if c is not baseline)}
     return out | ({id(baseline): "black"} if baseline is not None else {})
 
@@ -89,11 +91,14 @@ def val_curves(shown: list[Configuration], palette: dict[int, Any], names: dict[
         ax.plot(xs, mean, color=colour, lw=1.8, marker="o", ms=3, label=label)
         ax.fill_between(xs, lo, hi, color=colour, alpha=0.12, lw=0)
         drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
     ax.set(xlabel="step" if x == "step" else "seconds (wall, since the run started)", ylabel=f"val {LOSS_AXIS}")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncols=2 if len(shown) > 6 else 1)
-    return _save(fig, path) if drawn else plt.close(fig) or False
+    return _save(fig, path)
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from .tables import (ABLATION_MAX_CHANGES, Configuration, ablations, cell_means,
 NA = "n < 2"  # in a table cell: fewer than 2 seeds on a side, so no interval and no test (stats.NO_STATS)
 SHOW_ALL = 12  # up to this many configurations, every one is drawn and detailed; beyond it the --top ones
 DIGITS = {"best_val_step": 0, "steps_done": 0, "steps_to_target": 0, "n_params": 0, "tokens_per_second": 0,
-          "seconds_to_target": 2, "wall_seconds": 2, "train_seconds": 2}  # decimals shown; every other figure: 4
+          "seconds_to_target": 2, "seconds_to_best": 2, "wall_seconds": 2, "train_seconds": 2}  # decimals shown; every other figure: 4
 FIGURE_FILES = ("val-vs-step.png", "val-vs-seconds.png", "train-vs-val.png", "param-effects.png", "heatmap.png",
                 "forest.png", "pareto.png", "parallel-coordinates.png", "param-importances.png", "contour.png")
 
@@ -40,7 +40,7 @@ class Table:
     def cells(self) -> list[list[tuple[Any, Any]]]:
         """(text, sort key) per cell, for the HTML template."""
         keys = self.keys or [[None] * len(row) for row in self.rows]
-        return [list(zip(row, key)) for row, key in zip(self.rows, keys)]
+        return [list(zip(row, key, strict=True)) for row, key in zip(self.rows, keys, strict=True)]
 
 
 @dataclass
@@ -89,7 +89,7 @@ def describe(config: Configuration, params: list[str], baseline: Configuration |
 
 
 def change(baseline: Configuration, config: Configuration, changed: list[str]) -> str:
-    return ", ".join(f"{k} {baseline.settings.get(k)} → {config.settings.get(k)}" for k in changed)
+    return ", ".join(f"{k} {show(baseline.settings.get(k))} → {show(config.settings.get(k))}" for k in changed)
 
 
 # ------------------------------------------------------------------------------------------------------ the sections
