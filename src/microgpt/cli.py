@@ -137,9 +137,12 @@ def build_parser() -> Parser:
     p.add_argument("dirs", nargs="+", metavar="DIR",
                    help="sweep directories (sweeps/<name>), run directories, or folders of run directories")
     p.add_argument("--baseline", metavar="RUN_DIR|CONFIG",
-                   help="what the others are compared with: a run directory or a configuration id "
-                        "(default: the configuration equal to a plan's [base])")
-    p.add_argument("--top", type=int, default=3, help="configurations shown in detail, by mean val loss (default 3)")
+                   help="what the others are compared with: a run directory or a configuration id (default: the "
+                        "configuration equal to a plan's base, the defaults filling what base leaves open)")
+    p.add_argument("--plan", metavar="PLAN.toml",
+                   help="the plan file whose [hypotheses] the report judges (default: those in a plan.json, if any)")
+    p.add_argument("--top", type=int, default=None,
+                   help="configurations drawn and detailed, by mean val loss (default: all up to 12, else 3)")
     p.add_argument("-o", "--out", default="report", help="output directory (default report/)")
 
     p = sub.add_parser(

@@ -42,7 +42,7 @@ else:  # pragma: no cover - Python 3.10
 MODES = ("grid", "random", "tpe")
 PRUNERS = ("none", "asha", "hyperband", "median")
 PLAN_KEYS = {"name", "mode", "seeds", "trials", "pruner", "preset", "base", "grid", "points", "space", "data", "workers",
-             "objectives"}
+             "objectives", "hypotheses"}  # hypotheses: read by `microgpt report --plan`, never by a run
 # What a sweep may minimise, and the run's figure for each: its best val, and the wall seconds it took to get there
 # (evaluations included, the final test and train-split evaluations not), so the front answers "how fast to a val".
 OBJECTIVES = {"val": "best_val", "seconds": "seconds_to_best"}
