@@ -261,6 +261,17 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     #   reduced-scale ablation, and at full scale seed 1 val 1.9087 against float32's 1.9045 (seeds 1-3 span
     #   1.9045-1.9113). auto: only where bf16 is native (AVX512-BF16/AMX, CUDA); on an AVX2-only CPU bf16 autocast
     #   was 9x slower per step than float32 (1,463.5 vs 163.6 ms), so there it trains in float32 (precision.py).
+    # Fast to makemore's level (BENCHMARKS.md "Speedrun"): one block, 128 wide, squared ReLU, from the two-objective
+    # search plans/fast.toml (docs/results/fast/: trial 13, val 1.9891 after 76 s of a 2-core machine shared with other
+    # work). One-layer relu2 models held the search's whole front below ~80 s; deeper ones cost more per step than they
+    # gained in that time. Values as the search found them, rounded; weight decay 0.003 -> 0.
+    "fast": (
+        {"n_layer": 1, "n_head": 4, "n_embd": 128, "dropout": 0.04, "norm": "layernorm", "embed_norm": False,
+         "final_norm": True, "activation": "relu2", "init": "scaled"},
+        {"optimizer": "adamw", "lr": 1e-3, "min_lr": 1e-5, "schedule": "wsd", "decay_frac": 0.35, "warmup_steps": 5,
+         "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.0, "batch_size": 64, "steps": 3000, "autocast": "auto",
+         "eval_every": 250, "log_every": 250},
+    ),
     "best": (
         {"n_layer": 6, "n_head": 8, "n_embd": 128, "dropout": 0.2, "norm": "layernorm", "embed_norm": False,
          "final_norm": True, "activation": "relu", "init": "scaled"},

@@ -829,8 +829,8 @@ def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_pa
         say(f"best   config {cid} ({settings}): val {statistics.fmean(vals):.4f} mean of {len(vals)}")
     say(f"csv    {sweep_dir / 'results.csv'}")
     if interrupted:
-        say(f"stop   interrupted with {len(missing) if plan.mode == 'grid' else (missing[0] if missing else 'no')} "
-            f"run(s) to do: run the same command again to resume")
+        left = f"{len(missing)} run(s)" if plan.mode == "grid" else (missing[0] if missing else "no runs")
+        say(f"stop   interrupted with {left} to do: run the same command again to resume")
     elif missing or died:
         shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
         say("incomplete " + (f"{len(died)} worker(s) exited abnormally (exit codes {died}); " if died else "")
