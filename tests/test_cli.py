@@ -180,7 +180,7 @@ def test_a_shortened_preset_keeps_its_proportions():
     cfg = resolve({"steps": 40000}, "best")[1]  # longer than the preset: its values stand
     assert (cfg.warmup_steps, cfg.eval_every, cfg.log_every) == (500, 1000, 1000)
     assert resolve({"steps": 1000}, "makemore")[1].eval_every == 50
-    assert resolve({"steps": 300})[1].eval_every == TrainConfig.eval_every  # no preset: the defaults stand
+    assert resolve({"steps": 300})[1].eval_every == 60  # no preset: at least five evaluations (MIN_EVALS)
     args = build_parser().parse_args(["train", "--preset", "best", "-s", "300"])
     overrides = {k: v for k, v in vars(args).items() if v is not None and k in TrainConfig.__dataclass_fields__}
     assert resolve(overrides, args.preset)[1].warmup_steps == 7
@@ -243,3 +243,9 @@ def test_tensorboard_of_a_resumed_run_adds_only_the_new_steps(tmp_path):
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
     assert [e.step for e in events.Scalars("val/loss")] == [3, 6]
+
+
+@pytest.mark.parametrize("steps, every", [(1000, 200), (20000, 200), (500, 100), (60, 12), (3, 1)])
+def test_a_short_run_still_gets_five_evaluations(steps, every):
+    assert resolve({"steps": steps})[1].eval_every == every
+    assert resolve({"steps": steps, "eval_every": 7})[1].eval_every == 7  # a given interval is kept

@@ -123,7 +123,8 @@ class TrainConfig:
     synthetic_order: int = setting(NGRAM_ORDER, "order of that n-gram", group=AUGMENT)
     curriculum: int = setting(0, "short names first: steps over which the name-length cap grows from the shortest "
                               "name to the longest; 0 = off", group=AUGMENT, metavar="STEPS")
-    eval_every: int = setting(200, "steps between val evaluations (and one at the end)", group=OUTPUT)
+    eval_every: int = setting(200, "steps between val evaluations (and one at the end); a run of fewer than 1,000 "
+                              "steps without it evaluates every steps/5", group=OUTPUT)
     patience: int = setting(0, "stop after this many evaluations without a new best val; 0 = never", group=OUTPUT)
     target: float = setting(1.9, "val loss whose first crossing is timed (steps and seconds)", group=OUTPUT)
     seed: int = setting(1337, "model init, dropout, batch order (each its own generator); 42 with --preset microgpt")
@@ -287,6 +288,9 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 SCALED_WITH_STEPS = ("warmup_steps", "eval_every", "log_every")
 
 
+MIN_EVALS = 5  # evaluations a run without its own --eval-every gets at least (its val curve's points)
+
+
 def resolve(
     overrides: dict[str, Any],
     preset: str | None = None,
@@ -315,6 +319,10 @@ def resolve(
             train_values[key] = value
         else:
             raise UsageError(f"unknown setting {key!r}; settings are the fields of ModelConfig and TrainConfig")
+    if "eval_every" not in train_values and type(train_values.get("steps")) is int and train_values["steps"] > 0:
+        # the default interval, but never fewer than MIN_EVALS evaluations: a short run still has a val curve
+        default = TrainConfig.eval_every
+        train_values["eval_every"] = max(1, min(default, train_values["steps"] // MIN_EVALS))
     model_cfg, train_cfg = ModelConfig(**model_values), TrainConfig(**train_values)
     model_cfg.validate()
     train_cfg.validate()
