@@ -690,3 +690,15 @@ def test_the_pareto_front_is_what_nothing_beats_on_both():
                timed("e", 2.1, 10.5)]
     assert [c.label for c in tables.pareto_front(configs, "seconds_to_best")] == ["b", "d", "a"]
     assert tables.pareto_front(configs) == []  # no wall_seconds recorded: no front on them
+
+
+def test_a_plans_hypotheses_reach_plan_json_and_the_report(tmp_path, names_data):
+    from microgpt.plan import load_plan_file, plan_from_dict
+    from microgpt.sweep import prepare
+
+    raw = load_plan_file(PLAN)
+    plan = plan_from_dict({**raw, "base": {**raw.get("base", {}), "steps": 2}})
+    sweep_dir, _ = prepare(plan, tmp_path, None)
+    stored = json.loads((sweep_dir / "plan.json").read_text())
+    assert stored["hypotheses"] == raw["hypotheses"]
+    assert hypotheses.parse(stored["hypotheses"], "plan.json")  # the report reads them without --plan

@@ -42,7 +42,7 @@ else:  # pragma: no cover - Python 3.10
 MODES = ("grid", "random", "tpe")
 PRUNERS = ("none", "asha", "hyperband", "median")
 PLAN_KEYS = {"name", "mode", "seeds", "trials", "pruner", "preset", "base", "grid", "points", "space", "data", "workers",
-             "objectives", "hypotheses"}  # hypotheses: read by `microgpt report --plan`, never by a run
+             "objectives", "hypotheses"}  # hypotheses: carried into plan.json for `microgpt report`, never read by a run
 # What a sweep may minimise, and the run's figure for each: its best val, and the wall seconds it took to get there
 # (evaluations included, the final test and train-split evaluations not), so the front answers "how fast to a val".
 OBJECTIVES = {"val": "best_val", "seconds": "seconds_to_best"}
@@ -114,6 +114,7 @@ class Plan:
     data: str | None = None
     workers: int = 1
     objectives: tuple[str, ...] = ("val",)         # minimised; ("val", "seconds") searches for the Pareto front
+    hypotheses: dict = field(default_factory=dict)  # predictions about its points, judged by the report
 
     @property
     def swept(self) -> list[str]:
@@ -164,6 +165,7 @@ class Plan:
             "space": {d.name: d.to_dict() for d in self.space},
             "seeds": list(self.seeds), "trials": self.trials, "pruner": self.pruner, "data": self.data,
             "workers": self.workers, "objectives": list(self.objectives),
+            **({"hypotheses": self.hypotheses} if self.hypotheses else {}),
         }
 
 
@@ -252,7 +254,8 @@ def plan_from_dict(raw: dict, source: str = "plan") -> Plan:
         raise UsageError("a sweep with several objectives cannot prune (Optuna's pruners need one): set pruner = \"none\"")
     return Plan(name=name, mode=mode, seeds=seeds, trials=trials if mode != "grid" else None, pruner=pruner,
                 preset=preset, base=base, grid=grid, points=tuple(points), space=space,
-                data=str(data) if data else None, workers=workers, objectives=tuple(objectives))
+                data=str(data) if data else None, workers=workers, objectives=tuple(objectives),
+                hypotheses=dict(raw.get("hypotheses") or {}))
 
 
 def _table(raw: dict, key: str, source: str) -> dict:

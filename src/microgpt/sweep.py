@@ -422,7 +422,7 @@ def prepare(plan: Plan, root: Path, storage: str | None, heartbeat: int = HEARTB
 def _comparable(plan_dict: dict) -> dict:
     """The parts of a plan that define its runs (workers and the data path may differ between invocations)."""
     defaults = {"objectives": ["val"]}  # plan.json files from before a plan could name its objectives
-    return {k: v for k, v in {**defaults, **plan_dict}.items() if k not in ("workers", "data")}
+    return {k: v for k, v in {**defaults, **plan_dict}.items() if k not in ("workers", "data", "hypotheses")}
 
 
 def reconcile(study, plan: Plan, sweep_dir: Path, url: str) -> dict[str, int]:
