@@ -9,6 +9,7 @@ makemore.py's best test loss.
 
 Usage: python benchmarks/speedrun.py [--data PATH] [--presets makemore,fast,best] [--makemore-steps 15000]
                                      [--peer PATH/makemore.py | --no-peer] [--steps N]
+A preset may carry its own step count, `fast:1500` (the preset shortened, its intervals scaled with it).
 """
 
 from __future__ import annotations
@@ -105,8 +106,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, one thread each, CPU flags: {flags}")
     rows = {}
     peer = None if args.no_peer else run_peer(Path(args.peer), data.path, args.makemore_steps)
-    for preset in args.presets.split(","):
-        rows[preset] = run_ours(data, preset, args.steps, args.seed)
+    for entry in args.presets.split(","):
+        preset, _, steps = entry.partition(":")
+        rows[entry] = run_ours(data, preset, int(steps) if steps else args.steps, args.seed)
     mm_level = rows["makemore"]["best_val"] if "makemore" in rows else None
     peer_best = min((p[2] for p in peer["points"]), default=None) if peer else None
     print("| run | ms/step | " + " | ".join(f"val < {lv}" for lv in LEVELS)
@@ -125,7 +127,8 @@ def main() -> None:
         cells.append(cell(first(r["points"], 3, 1.9)))
         if peer_best:
             cells.append(cell(next(((p[0], p[1]) for p in r["points"] if p[3] <= peer_best), None)))
-        print(f"| --preset {preset} ({r['steps']:,} steps) | {r['ms']:.1f} | " + " | ".join(cells) + " |")
+        name = preset.replace(":", " -s ")  # fast:1500 is `--preset fast -s 1500`
+        print(f"| --preset {name} ({r['steps']:,} steps) | {r['ms']:.1f} | " + " | ".join(cells) + " |")
     if peer and peer_best:
         peer_t = next(t for t, s, test in peer["points"] if test <= peer_best)
         for preset, r in rows.items():
