@@ -273,6 +273,17 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
          "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.0, "batch_size": 64, "steps": 3000, "autocast": "auto",
          "eval_every": 250, "log_every": 250},
     ),
+    # Between fast and best (docs/results/recipe.md): fast's squared-ReLU block three deep and 96 wide, batch 128,
+    # 8,000 steps, dropout 0.1, wd 0.1, WSD decaying over the last 40%; ~0.24 of best's time on an AVX2 CPU. Chosen by
+    # val from two probes grown from plans/fast.toml's deeper front points (3 x 96: val 1.9168; 2 x 128: val 1.9291).
+    # Test 1.8862 +- 0.0008 on split 3407 (tier 1, 3 seeds), but 1.9167 / 1.9093 on split seed 1 (tier 2).
+    "mid": (
+        {"n_layer": 3, "n_head": 4, "n_embd": 96, "dropout": 0.1, "norm": "layernorm", "embed_norm": False,
+         "final_norm": True, "activation": "relu2", "init": "scaled"},
+        {"optimizer": "adamw", "lr": 1.5e-3, "min_lr": 1e-5, "schedule": "wsd", "decay_frac": 0.4, "warmup_steps": 100,
+         "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.1, "batch_size": 128, "steps": 8000, "autocast": "auto",
+         "eval_every": 500, "log_every": 500},
+    ),
     "best": (
         {"n_layer": 6, "n_head": 8, "n_embd": 128, "dropout": 0.2, "norm": "layernorm", "embed_norm": False,
          "final_norm": True, "activation": "relu", "init": "scaled"},
