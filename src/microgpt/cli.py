@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .config import (DATA_ENV, MAX_CHARS, MAX_SAMPLES, NGRAM_ORDER, PRESETS, ModelConfig, SystemFailure, TrainConfig,
                      UsageError, from_dict, resolve)
-from .files import check_dir_name, make_dir
+from .files import check_dir_name, make_dir, os_error_text
 from .interrupt import stop_requests
 from .precision import resolve_autocast  # torch-free until a CUDA device is asked about
 
@@ -548,8 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, BrokenPipeError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
-        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
-        sys.stderr.write(f"microgpt: error: {err.strerror or err}{where}\n")
+        sys.stderr.write(f"microgpt: error: {os_error_text(err)}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("microgpt: interrupted\n")

@@ -67,3 +67,9 @@ def cannot_create(what: str, root: Path, err: OSError) -> UsageError:
                           "pass --out-dir a directory")
     return UsageError(f"cannot create {what} under {root}: {err.strerror or err}; "
                       "pass --out-dir to a writable directory")
+
+
+def os_error_text(err: OSError) -> str:
+    """A failed system call in words: its strerror and the path it was about, e.g. "No space left on device (x.pt)"."""
+    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+    return f"{err.strerror or err}{where}"

@@ -32,11 +32,12 @@ from .config import ModelConfig, TrainConfig, UsageError, from_dict, to_dict
 from .data import Dataset, Tokenizer
 from .files import cannot_create, check_dir_name, make_dir, write_atomic
 from .model import GPT
+from .precision import SHOWN_CPU_FLAGS, cpu_flags, cpu_model
 from .record import METRICS_COLUMNS, RunResult
 
 RESUME_FILE = "resume.pt"
 PACKAGE_DIR = Path(__file__).resolve().parent
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # what sets the speed here: bf16 autocast (BENCHMARKS.md)
+CPU_FLAGS = SHOWN_CPU_FLAGS  # what sets the speed here: bf16 autocast (BENCHMARKS.md)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -103,17 +104,9 @@ def git_commit(package_dir: Path = PACKAGE_DIR) -> str | None:
 def cpu_info() -> dict:
     """The CPU's model name and which of CPU_FLAGS it has (from /proc/cpuinfo: None where there is none), and the
     vector instruction set torch's CPU kernels use."""
-    model, flags = None, None
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and model is None:
-            model = value.strip()
-        elif key.strip() == "flags" and flags is None:
-            flags = [f for f in CPU_FLAGS if f in value.split()]
+    have = cpu_flags()
+    flags = [f for f in CPU_FLAGS if f in have] if have else None
+    model = cpu_model()
     capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)()
     return {"model": model or platform.processor() or None, "flags": flags, "torch_capability": capability}
 

@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator
 
 from .config import TrainConfig, UsageError, resolve
 from .data import MAX_CHARS, Dataset, load_dataset
-from .files import make_dir
+from .files import make_dir, os_error_text
 from .interrupt import stop_requests
 from .plan import OBJECTIVES, Dimension, Plan, config_id, plan_from_dict
 from .rundir import run_config, write_atomic, write_json, write_run
@@ -297,7 +297,7 @@ def dead_runs(study, sweep_dir: Path) -> list:
     trial with no worker named was claimed by a process that died before it could."""
     from optuna.trial import TrialState
 
-    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running:
         return []
     stale: set[int] = set()
@@ -667,8 +667,7 @@ def _worker_entry(plan_dict: dict, sweep_dir: str, url: str, data_path: str | No
             poll = min(5.0, heartbeat / 2) if not url.startswith("journal:") else 1.0
             work(study, plan, data, Path(sweep_dir), url, should_stop=stop.is_set, poll=poll)
     except OSError as err:
-        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
-        sys.stderr.write(f"worker {worker_id()}: {err.strerror or err}{where}: stopped; rerun the same command "
+        sys.stderr.write(f"worker {worker_id()}: {os_error_text(err)}: stopped; rerun the same command "
                          "once that is fixed, and its run is redone\n")
         sys.exit(1)
     except Exception as err:  # the worker's own failure, not a run's: one line here, the traceback in a file
@@ -753,8 +752,10 @@ def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_pa
     """
     data = load_dataset(data_path or plan.data, plan.base.get("split_seed", TrainConfig.split_seed), max_chars)  # fail early
     sweep_dir, url = prepare(plan, root, storage, heartbeat, say=say)
-    heartbeat = int(load_study(plan, url).user_attrs["heartbeat_s"])
-    study = load_study(plan, url, heartbeat=heartbeat)
+    study = load_study(plan, url)
+    heartbeat = int(study.user_attrs["heartbeat_s"])  # the study's own, which every machine that joins uses
+    if not url.startswith("journal:"):  # a database: reopen it with its heartbeats on
+        study = load_study(plan, url, heartbeat=heartbeat)
     fixed = reconcile(study, plan, sweep_dir, url)
     total = plan.total_runs()
     say(f"sweep  {plan.name}: {plan.mode}, {total} runs ({len(plan.seeds)} seed{'s' * (len(plan.seeds) > 1)} each), "
