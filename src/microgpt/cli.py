@@ -90,6 +90,10 @@ def build_parser() -> Parser:
     p.add_argument("--checkpoint-every", type=int, default=1000, metavar="STEPS",
                    help="write RUN_DIR/resume.pt (weights, optimizer, batch stream, RNG states) every this many steps "
                         "and on Ctrl-C/SIGTERM; 0 = only then (default 1000). Removed when the run completes")
+    p.add_argument("--seeds", type=int, metavar="K",
+                   help="train K runs of this configuration, seeds --seed, --seed+1, ..., as one stacked model in one "
+                        "process (each its own run directory under --out-dir/<name>/s<seed>/), then their mean +- sd; "
+                        "no resume checkpoints: an interrupted stack is rerun (default: one run)")
     p.add_argument("--tensorboard", metavar="DIR",
                    help="when the run ends (or is interrupted), write its train/loss, val/loss and lr per step as "
                         "TensorBoard events into DIR/<run name>/ (view: tensorboard --logdir DIR); needs "
@@ -203,7 +207,11 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         summary_writer()  # missing tensorboard is known before any training
     torch.set_num_threads(args.threads)
     overrides = {f.name: getattr(args, f.name) for f in run_fields() if getattr(args, f.name) is not None}
+    if args.seeds is not None and args.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     if args.resume:
+        if args.seeds is not None:
+            raise UsageError("--resume continues one run; stacked --seeds runs keep no resume checkpoint: drop --seeds")
         return resume_train(args, argv, overrides)
     split_seed = overrides.get("split_seed", TrainConfig.split_seed)
     data = load_dataset(args.data, split_seed, args.max_chars)
@@ -211,6 +219,8 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     data.check_block_size(model_cfg.block_size)
     check_synthetic_source(data, cfg)
     device = resolve_device(args.device)
+    if args.seeds is not None and args.seeds > 1:
+        return train_seeds(args, argv, model_cfg, cfg, data, device)
     run_dir = new_run_dir(args.out_dir, args.name, prefix=args.preset or "train")  # input is valid: safe to create
     config = run_config(model_cfg, cfg, data, device, ["microgpt", *argv])
     config["autocast"] = dict(zip(("chosen", "why"), resolve_autocast(cfg.autocast, device, cfg.dtype, cfg.parity)))
@@ -296,8 +306,8 @@ def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: Train
     import torch
 
     from .augment import synthetic_pool
-    from .rundir import RESUME_FILE, save_resume, write_run
-    from .sample import sample_names, sample_names_microgpt, tag_names, tag_shares
+    from .rundir import RESUME_FILE, save_resume
+    from .sample import tag_shares
     from .train import train
 
     checkpoint = run_dir / RESUME_FILE
@@ -308,15 +318,7 @@ def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: Train
                                   py_rng=py_rng, should_stop=stop.is_set, checkpoint_every=checkpoint_every,
                                   on_checkpoint=lambda state: save_resume(checkpoint, state), resume=resume,
                                   pool=synthetic_pool(data, cfg) if cfg.synthetic else None)
-        names: list[str] = []
-        if result.best_val is not None and result.state != "interrupted":  # no selected model, nothing to sample
-            if cfg.parity:
-                names = sample_names_microgpt(model, data.tokenizer, cfg.samples, cfg.temperature, py_rng)
-            else:
-                generator = torch.Generator().manual_seed(cfg.seed)
-                names = sample_names(model, data.tokenizer, cfg.samples, cfg.temperature, generator=generator)
-        tags = tag_names(names, data.train, data.val + data.test)
-        write_run(run_dir, config, result, model, data.tokenizer, list(zip(names, tags)))
+        names, tags = record_run(run_dir, config, cfg, data, model, result, py_rng)
         if result.state != "interrupted":
             checkpoint.unlink(missing_ok=True)  # the run is complete on disk: nothing left to resume
     except (OSError, KeyboardInterrupt) as err:
@@ -350,6 +352,79 @@ def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: Train
     print(f"run    {run_dir}")
     if tensorboard is not None:
         print(f"tensorboard --logdir {tensorboard}")
+    return 0
+
+
+def record_run(run_dir: Path, config: dict, cfg: TrainConfig, data, model, result, py_rng: random.Random | None
+               ) -> tuple[list[str], list[str]]:
+    """Sample the run's names (none without a selected model) and write its records; (names, their tags)."""
+    import torch
+
+    from .rundir import write_run
+    from .sample import sample_names, sample_names_microgpt, tag_names
+
+    names: list[str] = []
+    if result.best_val is not None and result.state != "interrupted":  # no selected model, nothing to sample
+        if cfg.parity:
+            names = sample_names_microgpt(model, data.tokenizer, cfg.samples, cfg.temperature, py_rng)
+        else:
+            generator = torch.Generator().manual_seed(cfg.seed)
+            names = sample_names(model, data.tokenizer, cfg.samples, cfg.temperature, generator=generator)
+    tags = tag_names(names, data.train, data.val + data.test)
+    write_run(run_dir, config, result, model, data.tokenizer, list(zip(names, tags)))
+    return names, tags
+
+
+def train_seeds(args: argparse.Namespace, argv: list[str], model_cfg: ModelConfig, cfg: TrainConfig, data,
+                device: str) -> int:
+    """`microgpt train --seeds K`: K seeds of one configuration trained as one stack (stacked.py), one run
+    directory each under --out-dir/<name>/, then a line per seed and their mean +- sd."""
+    import statistics
+
+    from .augment import synthetic_pool
+    from .rundir import new_run_dir, run_config, write_json
+    from .stacked import train_stacked
+
+    seeds = [cfg.seed + i for i in range(args.seeds)]
+    configs = [(model_cfg, dataclasses.replace(cfg, seed=s)) for s in seeds]
+    parent = new_run_dir(args.out_dir, args.name, prefix=args.preset or "train")
+    run_dirs = [parent / f"s{s}" for s in seeds]
+    records = []
+    try:
+        for run_dir, (m, c) in zip(run_dirs, configs):
+            run_dir.mkdir()
+            config = run_config(m, c, data, device, ["microgpt", *argv])
+            config["autocast"] = dict(zip(("chosen", "why"), resolve_autocast(c.autocast, device, c.dtype, c.parity)))
+            config["stack"] = {"members": len(seeds), "seeds": seeds}
+            write_json(run_dir / "config.json", config)
+            records.append(config)
+    except BaseException:
+        shutil.rmtree(parent, ignore_errors=True)
+        raise
+    print_setup(data, model_cfg, cfg, device, args.threads)
+    print(f"stack  {len(seeds)} seeds ({seeds[0]}..{seeds[-1]}) trained as one stacked model")
+    py_rngs = [random.Random(c.seed) if c.parity else None for _, c in configs]
+    with stop_requests() as stop:
+        trained = train_stacked(configs, data, device=device, log=print, should_stop=stop.is_set, py_rngs=py_rngs,
+                                pools=[synthetic_pool(data, c) if c.synthetic else None for _, c in configs])
+    fmt = lambda x: "  -   " if x is None else f"{x:.4f}"  # noqa: E731
+    for run_dir, config, (_, c), (model, result), rng in zip(run_dirs, records, configs, trained, py_rngs):
+        record_run(run_dir, config, c, data, model, result, rng)
+        if args.tensorboard is not None:
+            write_tensorboard(Path(args.tensorboard) / parent.name / run_dir.name, result.history)
+        print(f"s{c.seed:<6d} {result.state}: val {fmt(result.val_loss)} (step {result.best_val_step}) | "
+              f"test {fmt(result.test_loss)} | {f'tier {result.tier}' if result.tier else 'no tier'} | {run_dir}")
+    results = [r for _, r in trained]
+    if any(r.state == "interrupted" for r in results):
+        print(f"interrupted: the stack keeps no resume checkpoint; rerun the command to train it again ({parent})")
+        return 130
+    wall = max(r.wall_seconds for r in results)
+    for what in ("val_loss", "test_loss"):
+        values = [getattr(r, what) for r in results if getattr(r, what) is not None]
+        if values:
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            print(f"{what[:-5]:<6} mean {statistics.fmean(values):.4f} +- {sd:.4f} (sd over {len(values)} seeds)")
+    print(f"stack  {len(seeds)} runs in {wall:.1f} s | runs {parent}")
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -16,6 +17,32 @@ import torch.nn.functional as F
 from .config import ModelConfig
 
 NORM_EPS = 1e-5  # microgpt's rmsnorm epsilon
+
+
+def dropout_noise(shape: torch.Size | tuple[int, ...], p: float, generator: torch.Generator | None,
+                  device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Inverted-dropout multipliers (0 or 1/(1-p)) drawn from generator: the arithmetic of F.dropout, but from a
+    run's own stream, so a member of a stacked run (stacked.py) draws exactly the masks it would draw alone."""
+    return torch.empty(shape, device=device, dtype=dtype).bernoulli_(1.0 - p, generator=generator).div_(1.0 - p)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool, generator: torch.Generator | None) -> torch.Tensor:
+    if not training or p == 0.0:
+        return x
+    return x * dropout_noise(x.shape, p, generator, x.device, x.dtype)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+              noise: Callable[[torch.Size], torch.Tensor] | None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hs)) v over (..., T, hs), causal or masked; noise(shape) multiplies the attention weights
+    (dropout) when given, which needs the weights written out, else one fused kernel."""
+    if noise is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+    T = q.size(-2)
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (..., T, T)
+    allowed = mask if mask is not None else torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    att = att.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+    return (att * noise(att.shape)) @ v
 
 
 class Norm(nn.Module):
@@ -41,7 +68,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)  # rows: microgpt's wq, wk, wv stacked
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)      # microgpt's wo
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.generator: torch.Generator | None = None  # dropout's stream (GPT.dropout_generator sets it)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         B, T, C = x.shape
@@ -52,11 +79,12 @@ class CausalSelfAttention(nn.Module):
         if self.qk_norm:  # bounded attention logits: |q.k| / sqrt(hs) <= sqrt(hs)
             q = F.rms_norm(q, (q.size(-1),), eps=NORM_EPS)
             k = F.rms_norm(k, (k.size(-1),), eps=NORM_EPS)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=self.dropout if self.training else 0.0
-        )  # scale 1/sqrt(hs), as microgpt
+        noise = None
+        if self.training and self.dropout > 0:
+            noise = lambda shape: dropout_noise(shape, self.dropout, self.generator, x.device, x.dtype)  # noqa: E731
+        y = attention(q, k, v, mask, noise)  # scale 1/sqrt(hs), as microgpt
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        return dropout(self.c_proj(y), self.dropout, self.training, self.generator)
 
 
 ACTIVATIONS = {
@@ -72,10 +100,11 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False)    # microgpt's mlp_fc1
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False)  # microgpt's mlp_fc2
         self.act = ACTIVATIONS[cfg.activation]
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = cfg.dropout
+        self.generator: torch.Generator | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+        return dropout(self.c_proj(self.act(self.c_fc(x))), self.dropout, self.training, self.generator)
 
 
 class Block(nn.Module):
@@ -102,12 +131,23 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.embed_norm = Norm(cfg.norm, cfg.n_embd) if cfg.embed_norm else nn.Identity()
-        self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.final_norm = Norm(cfg.norm, cfg.n_embd) if cfg.final_norm else nn.Identity()
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
             self.lm_head.weight = self.wte.weight
+        self._generator: torch.Generator | None = None
+
+    @property
+    def dropout_generator(self) -> torch.Generator | None:
+        """Where every dropout mask comes from: None = torch's global generator."""
+        return self._generator
+
+    @dropout_generator.setter
+    def dropout_generator(self, generator: torch.Generator | None) -> None:
+        self._generator = generator
+        for block in self.blocks:
+            block.attn.generator = block.mlp.generator = generator
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # parameters() yields a tied matrix once
@@ -123,7 +163,8 @@ class GPT(nn.Module):
         B, T = idx.shape
         if pos is None:
             pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.embed_norm(self.wte(idx) + self.wpe(pos)))  # (B, T, C)
+        x = dropout(self.embed_norm(self.wte(idx) + self.wpe(pos)), self.cfg.dropout, self.training,
+                    self._generator)  # (B, T, C)
         for block in self.blocks:
             x = block(x, mask)
         logits = self.lm_head(self.final_norm(x))

@@ -187,8 +187,10 @@ class Run:
             raise UsageError(f"the data is split with split seed {data.split_seed} but the run's split_seed is "
                              f"{cfg.split_seed}: load the data with load_dataset(path, {cfg.split_seed})")
         self.model_cfg, self.cfg, self.data, self.device = model_cfg, cfg, data, device
-        torch.manual_seed(cfg.seed)  # dropout masks; init and batch order use their own generators below
+        torch.manual_seed(cfg.seed)  # anything else that draws from torch's global generator
         model = GPT(model_cfg).to(getattr(torch, cfg.dtype))
+        # dropout masks, init and batch order: each its own generator, so a stacked member draws what it would alone
+        self.dropout_generator = torch.Generator(device).manual_seed(cfg.seed)
         if cfg.parity:
             self.py_rng = py_rng if py_rng is not None else random.Random(cfg.seed)
             docs = data.microgpt_docs(self.py_rng)  # microgpt shuffles before it draws the weights
@@ -210,6 +212,7 @@ class Run:
             else:
                 self.sampler = BatchSampler(data.encoded("train"), data.tokenizer.bos, cfg.batch_size, seed=cfg.seed)
         self.model = model.to(device)
+        self.model.dropout_generator = self.dropout_generator
         self.model.train()
         self.optimizer = build_optimizer(self.model, cfg)
         self.ema = WeightAverage(self.model, cfg.ema) if cfg.ema > 0 else None
@@ -300,15 +303,18 @@ class Run:
             return True
         return False
 
-    def finish(self) -> RunResult:
-        """Load the val-selected weights and measure them on test and train (not for an interrupted run)."""
+    def finish(self, held_out: tuple[float, float] | None = None) -> RunResult:
+        """Load the val-selected weights and measure them on test and train (not for an interrupted run); held_out:
+        their (test, train) losses measured already (a stacked run measures all its members in one pass)."""
         wall_to_here = self.elapsed()
         steps_done = len([r for r in self.history if math.isfinite(r["loss"])])
         train_loss = val_loss = test_loss = None
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
             val_loss = self.best_val
-            if self.state != "interrupted":
+            if held_out is not None:
+                test_loss, train_loss = held_out
+            elif self.state != "interrupted":
                 test_loss = evaluate(self.model, [b.to(self.device) for b in self.data.eval_batches("test")])
                 train_loss = evaluate(self.model, [b.to(self.device) for b in self.data.eval_batches("train")])
         tail = [r["loss"] for r in self.history[-max(2, len(self.history) // 10):] if math.isfinite(r["loss"])]
@@ -354,6 +360,7 @@ class Run:
             "best_state": None if self.best_state is None else cpu(self.best_state),
             "sampler": self.sampler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "dropout_rng": self.dropout_generator.get_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.device(self.device).type == "cuda" else [],
             "py_rng": None if self.py_rng is None else rng_state(self.py_rng),
             "progress": {
@@ -389,6 +396,9 @@ class Run:
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"]:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+        # before dropout had its own generator it drew from the global one, whose state the checkpoint holds
+        fallback = state["cuda_rng"][0] if state["cuda_rng"] else state["torch_rng"]
+        self.dropout_generator.set_state(state.get("dropout_rng", fallback))
         if state["py_rng"] is not None and self.py_rng is not None:
             set_rng_state(self.py_rng, state["py_rng"])
         p = state["progress"]

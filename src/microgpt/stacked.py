@@ -1,0 +1,570 @@
+"""Many runs of one model shape trained as one computation: every weight carries a leading member dimension K, so one
+batched matmul does the work of K and a lab of tiny models pays the per-operation overhead once per step, not K times.
+
+Each member is a train.Run (its own init, dropout stream, batch order, schedule and every hyperparameter that leaves
+the tensors' shapes alone); this module does its forward, backward, optimizer step and evaluations, stacked. A
+member's history equals the run alone to float32 rounding (tests/test_stacked.py). Weights with a member dimension and
+batched matmuls measured 1.3-2.8x faster than torch.func.vmap here (../shared/notes/stacking.md), hence no vmap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .config import ModelConfig, TrainConfig, UsageError
+from .data import Batch, Dataset
+from .model import ACTIVATIONS, GPT, NORM_EPS, dropout_noise
+from .optim import NS_COEFFICIENTS, hidden_matrices, lr_at
+from .record import RunResult
+from .train import Run
+
+# ModelConfig fields a stack may vary per member: they change values, not tensor shapes or the forward's structure
+MEMBER_MODEL_FIELDS = ("dropout", "init", "init_std")
+# TrainConfig fields every member of a stack shares: one optimizer code path, one dtype, one precision, one data order
+SHARED_TRAIN_FIELDS = ("optimizer", "nesterov", "dtype", "autocast", "parity")
+EVAL_TOKENS = 1 << 16  # members x tokens per evaluation chunk: bounds the activations a stacked evaluation holds
+
+
+def stack_key(model_cfg: ModelConfig, cfg: TrainConfig) -> tuple:
+    """Runs with equal keys can train in one stack (their weights have the same shapes)."""
+    model = tuple(sorted((k, v) for k, v in dataclasses.asdict(model_cfg).items() if k not in MEMBER_MODEL_FIELDS))
+    return model + tuple((k, getattr(cfg, k)) for k in SHARED_TRAIN_FIELDS)
+
+
+def groups(configs: list[tuple[ModelConfig, TrainConfig]], size: int) -> list[list[int]]:
+    """Indices of configs in stacks of at most size compatible runs, in first-seen order."""
+    by_key: dict[tuple, list[list[int]]] = {}
+    for i, (model_cfg, cfg) in enumerate(configs):
+        stacks = by_key.setdefault(stack_key(model_cfg, cfg), [[]])
+        if len(stacks[-1]) == size:
+            stacks.append([])
+        stacks[-1].append(i)
+    return sorted((s for stacks in by_key.values() for s in stacks), key=lambda s: s[0])
+
+
+@dataclasses.dataclass
+class StackedBatch:
+    """K members' batches in one tensor set, padded to the largest: rows of BOS inputs and -1 targets, and columns
+    after each row's last token (causal attention never lets a real token see them)."""
+
+    idx: torch.Tensor             # (K, R, W)
+    targets: torch.Tensor         # (K, R, W), -1 where nothing is predicted
+    pos: torch.Tensor             # (K, R, W)
+    mask: torch.Tensor | None     # (K, R, 1, W, W) True where attention is allowed; None = plain causal
+    shapes: list[tuple[int, int]]  # each member's own (rows, width): where its dropout masks go
+    n_tokens: torch.Tensor        # (K,) predictions per member
+
+
+def stack_batches(batches: list[Batch], bos: int, device: torch.device | str) -> StackedBatch:
+    K = len(batches)
+    R = max(b.idx.size(0) for b in batches)
+    W = max(b.idx.size(1) for b in batches)
+    idx = torch.full((K, R, W), bos, dtype=torch.long)
+    targets = torch.full((K, R, W), -1, dtype=torch.long)
+    pos = torch.zeros((K, R, W), dtype=torch.long)
+    mask = None
+    if any(b.mask is not None for b in batches):
+        mask = torch.ones(W, W, dtype=torch.bool).tril().expand(K, R, 1, W, W).clone()
+    for k, b in enumerate(batches):
+        r, w = b.idx.shape
+        idx[k, :r, :w] = b.idx
+        targets[k, :r, :w] = b.targets
+        pos[k, :r, :w] = b.pos
+        if b.mask is not None:
+            mask[k, :r, :, :w, :w] = b.mask
+    to = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+    return StackedBatch(to(idx), to(targets), to(pos), None if mask is None else to(mask),
+                        [tuple(b.idx.shape) for b in batches], torch.tensor([b.n_tokens for b in batches]))
+
+
+class StackedGPT:
+    """GPT's forward over weights with a leading member dimension: params[name] is (K, *GPT's shape of name)."""
+
+    def __init__(self, models: list[GPT]):
+        self.cfg = models[0].cfg
+        self.names = [name for name, _ in models[0].named_parameters()]  # a tied head is wte.weight, once
+        self.params = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).requires_grad_()
+                       for name in self.names}
+
+    @property
+    def K(self) -> int:
+        return self.params["wte.weight"].size(0)
+
+    def member_state(self, params: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+        """Member k's weights as GPT.state_dict() holds them (a tied head under both names)."""
+        state = {name: params[name][k].detach().clone() for name in self.names}
+        if self.cfg.tie_weights:
+            state["lm_head.weight"] = state["wte.weight"]
+        return state
+
+    def forward(self, params: dict[str, torch.Tensor], idx: torch.Tensor, pos: torch.Tensor,
+                mask: torch.Tensor | None, noise: Callable[[str, torch.Size, torch.dtype], torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        """idx, pos (K, R, W) -> logits (K, R, W, vocab). noise(site, shape, dtype) gives dropout multipliers for a
+        site's activations (None: no dropout anywhere)."""
+        cfg = self.cfg
+        K, R, W = idx.shape
+        C = cfg.n_embd
+        wte, wpe = params["wte.weight"], params["wpe.weight"]
+        offsets = torch.arange(K, device=idx.device).view(K, 1, 1)
+        x = (F.embedding(idx + offsets * wte.size(1), wte.reshape(-1, C))
+             + F.embedding(pos + offsets * wpe.size(1), wpe.reshape(-1, C)))  # (K, R, W, C)
+        if cfg.embed_norm:
+            x = self.norm(params, "embed_norm", x)
+        x = self.dropped(x, "embed", noise)
+        for layer in range(cfg.n_layer):
+            p = f"blocks.{layer}."
+            a = self.attention(params, p + "attn.", self.norm(params, p + "norm_1", x), mask, noise)
+            x = x + a if cfg.residual else a
+            h = ACTIVATIONS[cfg.activation](self.linear(params[p + "mlp.c_fc.weight"], self.norm(params, p + "norm_2", x)))
+            m = self.dropped(self.linear(params[p + "mlp.c_proj.weight"], h), "mlp", noise)
+            x = x + m if cfg.residual else m
+        if cfg.final_norm:
+            x = self.norm(params, "final_norm", x)
+        head = params["wte.weight"] if cfg.tie_weights else params["lm_head.weight"]
+        return self.linear(head, x)
+
+    @staticmethod
+    def linear(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """x (K, R, W, in) @ weight (K, out, in)^T, one bmm for all members."""
+        K, R, W, _ = x.shape
+        return torch.bmm(x.reshape(K, R * W, -1), weight.transpose(1, 2)).view(K, R, W, -1)
+
+    def norm(self, params: dict[str, torch.Tensor], name: str, x: torch.Tensor) -> torch.Tensor:
+        K, C = x.size(0), x.size(-1)
+        if self.cfg.norm == "layernorm":
+            return (F.layer_norm(x, (C,), None, None, NORM_EPS) * params[name + ".weight"].view(K, 1, 1, C)
+                    + params[name + ".bias"].view(K, 1, 1, C))
+        y = F.rms_norm(x, (C,), None, NORM_EPS)
+        return y * params[name + ".weight"].view(K, 1, 1, C) if self.cfg.norm == "rmsnorm_gain" else y
+
+    @staticmethod
+    def dropped(x: torch.Tensor, site: str, noise: Callable | None) -> torch.Tensor:
+        multipliers = noise(site, x.shape, x.dtype) if noise is not None else None
+        return x if multipliers is None else x * multipliers
+
+    def attention(self, params: dict[str, torch.Tensor], p: str, x: torch.Tensor, mask: torch.Tensor | None,
+                  noise: Callable | None) -> torch.Tensor:
+        cfg = self.cfg
+        K, R, W, C = x.shape
+        nh = cfg.n_head
+        q, k, v = self.linear(params[p + "c_attn.weight"], x).split(C, dim=-1)
+        q, k, v = (t.reshape(K * R, W, nh, C // nh).transpose(1, 2) for t in (q, k, v))  # (K*R, nh, W, hs)
+        if cfg.qk_norm:
+            q = F.rms_norm(q, (q.size(-1),), eps=NORM_EPS)
+            k = F.rms_norm(k, (k.size(-1),), eps=NORM_EPS)
+        flat_mask = None if mask is None else mask.reshape(K * R, 1, W, W)
+        multipliers = noise("attn", (K, R, nh, W, W), x.dtype) if noise is not None else None  # GPT's dtype choice
+        if multipliers is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=flat_mask, is_causal=flat_mask is None)
+        else:
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))
+            allowed = flat_mask if flat_mask is not None else torch.ones(W, W, dtype=torch.bool, device=x.device).tril()
+            att = att.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+            y = (att * multipliers.reshape(K * R, nh, W, W)) @ v
+        y = y.transpose(1, 2).reshape(K, R, W, C)
+        return self.dropped(self.linear(params[p + "c_proj.weight"], y), "resid", noise)
+
+
+def column(values: list[float], like: torch.Tensor) -> torch.Tensor:
+    """Per-member scalars (computed in Python's double, as torch's optimizers compute theirs) as a (K, 1, ...) tensor
+    that broadcasts over a stacked weight like `like`."""
+    return torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, *([1] * (like.dim() - 1)))
+
+
+class StackedOptimizer:
+    """The optimizer every member's TrainConfig names (one kind per stack), with each member's own lr schedule, betas,
+    eps, momentum, weight decay and grad clip; the same arithmetic, in the same order, as torch.optim's foreach
+    Adam/AdamW/RMSprop/SGD and optim.MuonWithAdamW."""
+
+    def __init__(self, model: StackedGPT, template: GPT, cfgs: list[TrainConfig]):
+        self.model, self.cfgs = model, cfgs
+        self.kind = cfgs[0].optimizer
+        embeddings = {id(template.wte.weight), id(template.wpe.weight)}
+        linears = {id(m.weight) for m in template.modules() if isinstance(m, torch.nn.Linear)} - embeddings
+        hidden = {id(p) for p in hidden_matrices(template)}
+        named = dict(template.named_parameters())
+        self.matrix = {n: id(named[n]) in linears for n in model.names}      # decayed without decay_all
+        self.muon = {n: self.kind == "muon" and id(named[n]) in hidden for n in model.names}
+        self.state: dict[str, dict[str, torch.Tensor]] = {n: {} for n in model.names}
+        self.steps = 0
+        self.columns: dict[tuple, torch.Tensor] = {}
+
+    def column(self, values: list[float], like: torch.Tensor) -> torch.Tensor:
+        """column(), remembered: most values (betas, eps, a step's lr) repeat across weights and steps, and making
+        a tensor costs more than the arithmetic on a microgpt-sized weight."""
+        key = (tuple(values), like.dim(), like.dtype, like.device)
+        found = self.columns.get(key)
+        if found is None:
+            if len(self.columns) > 4096:
+                self.columns.clear()
+            found = self.columns[key] = column(values, like)
+        return found
+
+    def select(self, keep: list[int]) -> None:
+        """Keep only these members (the stack shrinks when members stop)."""
+        index = torch.tensor(keep)
+        self.cfgs = [self.cfgs[i] for i in keep]
+        self.columns.clear()
+        for state in self.state.values():
+            for key, t in state.items():
+                state[key] = t.index_select(0, index.to(t.device))
+
+    @torch.no_grad()
+    def step(self, params: dict[str, torch.Tensor], lrs: list[float]) -> None:
+        cfgs = self.cfgs
+        self.steps += 1
+        t = self.steps
+        grads = {n: params[n].grad for n in self.model.names}
+        if any(c.grad_clip > 0 for c in cfgs):
+            self.clip(grads)
+        for n in self.model.names:
+            p, g, st = params[n], grads[n], self.state[n]
+            decay = [c.weight_decay if (self.matrix[n] or c.decay_all) else 0.0 for c in cfgs]
+            if self.muon[n]:
+                lr = [c.muon_lr * lr / c.lr if c.muon_lr != c.lr else lr for c, lr in zip(cfgs, lrs)]
+                self.muon_step(p, g, st, lr, decay)
+            elif self.kind in ("adam", "adamw"):
+                self.adam_step(p, g, st, lrs, decay, t, decoupled=self.kind == "adamw")
+            elif self.kind == "muon":
+                self.muon_adamw_step(p, g, st, lrs, decay, t)
+            elif self.kind == "rmsprop":
+                if any(decay):
+                    g = g + p * self.column(decay, p)
+                alpha = self.column([c.beta2 for c in cfgs], p)
+                avg_sq = slot(st, "square_avg", p)
+                avg_sq.mul_(alpha).add_(self.column([1 - c.beta2 for c in cfgs], p) * g * g)
+                avg = avg_sq.sqrt().add_(self.column([c.eps for c in cfgs], p))
+                buf = slot(st, "momentum_buffer", p)
+                buf.mul_(self.column([c.momentum for c in cfgs], p)).add_(g / avg)
+                p.add_(buf * self.column([-lr for lr in lrs], p))
+            else:  # sgd
+                if any(decay):
+                    g = g + p * self.column(decay, p)
+                if "momentum_buffer" not in st:
+                    st["momentum_buffer"] = g.clone()
+                else:
+                    st["momentum_buffer"].mul_(self.column([c.momentum for c in cfgs], p)).add_(g)
+                buf = st["momentum_buffer"]
+                g = g + buf * self.column([c.momentum for c in cfgs], p) if cfgs[0].nesterov else buf
+                p.add_(g * self.column([-lr for lr in lrs], p))
+
+    def clip(self, grads: dict[str, torch.Tensor]) -> None:
+        """clip_grad_norm_ per member: its own global norm and max (0 = no clipping)."""
+        norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), 2.0, dim=1) for g in grads.values()])
+        total = torch.linalg.vector_norm(norms, 2.0, dim=0)  # (K,)
+        limit = torch.tensor([c.grad_clip if c.grad_clip > 0 else math.inf for c in self.cfgs], device=total.device)
+        coef = torch.clamp(limit.to(total.dtype) / (total + 1e-6), max=1.0)
+        for g in grads.values():
+            g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+
+    def adam_step(self, p, g, st, lrs, decay, t, decoupled: bool) -> None:
+        cfgs = self.cfgs
+        if any(decay):
+            if decoupled:
+                p.mul_(self.column([1 - lr * wd for lr, wd in zip(lrs, decay)], p))
+            else:
+                g = g + p * self.column(decay, p)
+        m = slot(st, "exp_avg", p)
+        v = slot(st, "exp_avg_sq", p)
+        m.lerp_(g, self.column([1 - c.beta1 for c in cfgs], p))
+        v.mul_(self.column([c.beta2 for c in cfgs], p)).add_(g * self.column([1 - c.beta2 for c in cfgs], p) * g)
+        step_size = self.column([-(lr / (1 - c.beta1 ** t)) for c, lr in zip(cfgs, lrs)], p)
+        denom = (v.sqrt() / self.column([(1 - c.beta2 ** t) ** 0.5 for c in cfgs], p)).add_(self.column([c.eps for c in cfgs], p))
+        p.add_(m / denom * step_size)
+
+    def muon_adamw_step(self, p, g, st, lrs, decay, t) -> None:
+        """MuonWithAdamW's AdamW half (its own order of operations)."""
+        cfgs = self.cfgs
+        if any(decay):
+            p.mul_(self.column([1 - lr * wd for lr, wd in zip(lrs, decay)], p))
+        m = slot(st, "exp_avg", p)
+        v = slot(st, "exp_avg_sq", p)
+        m.lerp_(g, self.column([1 - c.beta1 for c in cfgs], p))
+        v.mul_(self.column([c.beta2 for c in cfgs], p)).add_(g * self.column([1 - c.beta2 for c in cfgs], p) * g)
+        denom = (v / self.column([1 - c.beta2 ** t for c in cfgs], p)).sqrt_().add_(self.column([c.eps for c in cfgs], p))
+        p.add_(m / denom * self.column([-lr / (1 - c.beta1 ** t) for c, lr in zip(cfgs, lrs)], p))
+
+    def muon_step(self, p, g, st, lrs, decay) -> None:
+        if any(decay):
+            p.mul_(self.column([1 - lr * wd for lr, wd in zip(lrs, decay)], p))
+        buf = slot(st, "momentum_buffer", p)
+        buf.mul_(0.95).add_(g)
+        update = orthogonalise_stacked(g.add(buf, alpha=0.95))
+        scale = max(1.0, p.size(1) / p.size(2)) ** 0.5
+        p.add_(update * self.column([-lr * scale for lr in lrs], p))
+
+
+def slot(state: dict[str, torch.Tensor], key: str, like: torch.Tensor) -> torch.Tensor:
+    """state[key], zeros like `like` the first time."""
+    found = state.get(key)
+    if found is None:
+        found = state[key] = torch.zeros_like(like)
+    return found
+
+
+def orthogonalise_stacked(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """optim.orthogonalise for each member of g (K, rows, cols), in one set of batched matmuls."""
+    from .precision import matmul_dtype
+
+    a, b, c = NS_COEFFICIENTS
+    x = g.to(matmul_dtype(g.device.type))
+    transposed = x.size(1) > x.size(2)
+    if transposed:
+        x = x.mT
+    x = x / (torch.linalg.vector_norm(x, dim=(1, 2), keepdim=True) + 1e-7)
+    for _ in range(steps):
+        A = x @ x.mT
+        x = a * x + (b * A + c * A @ A) @ x
+    return (x.mT if transposed else x).to(g.dtype)
+
+
+class StackedRun:
+    """K runs (train.Run) in one computation. Members stop on their own (steps done, diverged, early-stopped,
+    pruned) and leave the stack; the others go on. Stages as Run's: train_step(), evaluate(), finish()."""
+
+    def __init__(self, runs: list[Run]):
+        keys = {stack_key(r.model_cfg, r.cfg) for r in runs}
+        if len(keys) != 1:
+            raise UsageError("a stack's runs must share the model's shape and the optimizer, dtype, precision and "
+                             f"parity; these differ in {sorted(_differing(runs))}")
+        self.runs = runs
+        self.active = list(range(len(runs)))   # the members still training, in stack order
+        self.model = StackedGPT([r.model for r in runs])
+        self.optimizer = StackedOptimizer(self.model, runs[0].model, [r.cfg for r in runs])
+        self.ema = ({n: p.detach().clone() for n, p in self.model.params.items()}
+                    if any(r.cfg.ema > 0 for r in runs) else None)
+        first = runs[0]
+        self.device, self.data = first.device, first.data
+        self.autocast = first.autocast
+        self.step = 0
+        self.t0 = time.perf_counter()
+        for r in runs:  # a member's clock is the stack's
+            r.t0 = self.t0
+            r.optimizer = None  # the stacked optimizer holds every member's state
+            r.ema = None
+
+    # --------------------------------------------------------------------------------------------------- training
+
+    def members(self) -> list[Run]:
+        return [self.runs[i] for i in self.active]
+
+    def noise(self, members: list[Run], shapes: list[tuple[int, int]]) -> Callable | None:
+        """Dropout multipliers per site: each member's from its own generator, in the shape its own batch has alone
+        (so the draws are the ones it makes alone), padded with ones."""
+        if not any(r.model_cfg.dropout > 0 for r in members):
+            return None
+
+        def draw(site: str, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+            out = torch.ones(shape, dtype=dtype, device=self.device)
+            for k, r in enumerate(members):
+                p = r.model_cfg.dropout
+                if p > 0:
+                    rows, width = shapes[k]
+                    own = (rows, shape[2], width, width) if site == "attn" else (rows, width, shape[-1])
+                    region = out[k, :rows, :, :width, :width] if site == "attn" else out[k, :rows, :width]
+                    region.copy_(dropout_noise(own, p, r.dropout_generator, out.device, out.dtype))
+            return out
+
+        return draw
+
+    def train_step(self) -> list[float | None]:
+        """One update of every active member; their batch losses (None where one was not finite: that member is
+        recorded diverged and leaves the stack)."""
+        members = self.members()
+        step = self.step
+        lrs = [lr_at(step, r.cfg) for r in members]
+        batch = stack_batches([r.sampler.next() for r in members], self.data.tokenizer.bos, self.device)
+        params = self.model.params
+        with self.autocast:
+            logits = self.model.forward(params, batch.idx, batch.pos, batch.mask, self.noise(members, batch.shapes))
+        K = len(members)
+        if logits.dtype in (torch.bfloat16, torch.float16):  # autocast's output: the loss in float32, as GPT's is
+            logits = logits.float()
+        sums = F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch.targets.reshape(-1),
+                               ignore_index=-1, reduction="none").view(K, -1).sum(1)
+        losses = sums / batch.n_tokens.to(sums.device)
+        values = losses.tolist()
+        finite = [math.isfinite(v) for v in values]
+        for p in params.values():
+            p.grad = None
+        torch.where(torch.tensor(finite, device=losses.device), losses, 0.0).sum().backward()
+        self.optimizer.step(params, lrs)
+        if self.ema is not None:
+            with torch.no_grad():
+                d = [min(r.cfg.ema, (1 + step) / (10 + step)) if r.cfg.ema > 0 else 1.0 for r in members]
+                for n, p in params.items():
+                    self.ema[n].lerp_(p.detach(), self.optimizer.column([1.0 - x for x in d], p))
+        self.step = step + 1
+        out: list[float | None] = []
+        for r, lr, value, ok, (rows, width), n in zip(members, lrs, values, finite, batch.shapes, batch.n_tokens.tolist()):
+            if not ok:
+                r.state, r.diverged_step = "diverged", step + 1
+                r.stop_reason = f"batch loss became {value} at step {step + 1}"
+                r.history.append({"step": step + 1, "lr": lr, "loss": value, "val_loss": None, "elapsed_s": r.elapsed()})
+                out.append(None)
+                continue
+            r.tokens += n
+            r.step = step + 1
+            r.history.append({"step": r.step, "lr": lr, "loss": value, "val_loss": None, "elapsed_s": r.elapsed()})
+            out.append(value)
+        return out
+
+    def eval_params(self) -> dict[str, torch.Tensor]:
+        """The weights evaluations see: each member's EMA where it keeps one, its live weights otherwise."""
+        live = {n: p.detach() for n, p in self.model.params.items()}
+        if self.ema is None:
+            return live
+        uses = [r.cfg.ema > 0 for r in self.members()]
+        return {n: torch.where(self.optimizer.column([float(u) for u in uses], p).bool(), self.ema[n], p)
+                for n, p in live.items()}
+
+    @torch.no_grad()
+    def losses(self, params: dict[str, torch.Tensor], batches: list[Batch]) -> list[float]:
+        """Each member's token-weighted mean cross-entropy over batches (train.evaluate's measure), all in one pass
+        per chunk of rows."""
+        K = params["wte.weight"].size(0)
+        totals = torch.zeros(K, dtype=torch.float64)
+        count = 0
+        for b in batches:
+            rows, width = b.idx.shape
+            chunk = max(1, EVAL_TOKENS // (K * width))
+            for i in range(0, rows, chunk):
+                idx, pos = b.idx[i:i + chunk].to(self.device), b.pos[i:i + chunk].to(self.device)
+                targets = b.targets[i:i + chunk].to(self.device)
+                mask = None if b.mask is None else b.mask[i:i + chunk].to(self.device).expand(K, -1, -1, -1, -1)
+                logits = self.model.forward(params, idx.expand(K, -1, -1), pos.expand(K, -1, -1), mask)
+                ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1).repeat(K),
+                                     ignore_index=-1, reduction="none")
+                totals += ce.view(K, -1).sum(1).double().cpu()
+            count += b.n_tokens
+        return (totals / count).tolist()
+
+    def evaluate(self, due: list[int]) -> dict[int, float]:
+        """Val loss of the members at these stack positions (one pass for all); a new best is kept per member."""
+        e0 = time.perf_counter()
+        params = self.eval_params()
+        vals = self.losses(params, self.runs[0].val_batches)
+        members = self.members()
+        out = {}
+        for k in due:
+            r, val = members[k], vals[k]
+            if math.isfinite(val) and (r.best_val is None or val < r.best_val):
+                r.best_state = self.model.member_state(params, k)
+            r.history[-1]["val_loss"] = val
+            out[k] = val
+        seconds = time.perf_counter() - e0
+        for r in members:
+            r.eval_seconds += seconds
+        for k in due:
+            members[k].history[-1]["elapsed_s"] = members[k].elapsed()
+        return out
+
+    def drop(self, leaving: set[int]) -> None:
+        """Take the members at these stack positions out of the stack."""
+        if not leaving:
+            return
+        keep = [k for k in range(len(self.active)) if k not in leaving]
+        self.active = [self.active[k] for k in keep]
+        if not keep:
+            return
+        index = torch.tensor(keep, device=self.model.params["wte.weight"].device)
+        self.model.params = {n: p.detach().index_select(0, index).requires_grad_() for n, p in self.model.params.items()}
+        if self.ema is not None:
+            self.ema = {n: p.index_select(0, index) for n, p in self.ema.items()}
+        self.optimizer.select(keep)
+
+    # --------------------------------------------------------------------------------------------------- finishing
+
+    def finish(self) -> list[RunResult]:
+        """Each member's val-selected weights measured on test and train (all members in one pass per split), then
+        its RunResult, as Run.finish makes it."""
+        measured = [r for r in self.runs if r.best_state is not None and r.state != "interrupted"]
+        held_out: dict[int, tuple[float, float]] = {}
+        if measured:
+            best = StackedGPT([_loaded(r) for r in measured])
+            test = self.losses(best.params, self.data.eval_batches("test"))
+            train = self.losses(best.params, self.data.eval_batches("train"))
+            held_out = {id(r): (te, tr) for r, te, tr in zip(measured, test, train)}
+        return [r.finish(held_out.get(id(r))) for r in self.runs]
+
+
+def _loaded(run: Run) -> GPT:
+    run.model.load_state_dict(run.best_state)
+    return run.model
+
+
+def _differing(runs: list[Run]) -> set[str]:
+    keys = [dict(stack_key(r.model_cfg, r.cfg)) for r in runs]
+    return {k for k in keys[0] if any(key.get(k) != keys[0][k] for key in keys[1:])}
+
+
+def train_stacked(
+    configs: list[tuple[ModelConfig, TrainConfig]],
+    data: Dataset,
+    device: str | torch.device = "cpu",
+    on_eval: list[Callable[[int, float], bool | None] | None] | None = None,
+    log: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    pools: list[list[list[int]] | None] | None = None,
+    py_rngs: list[random.Random | None] | None = None,
+) -> list[tuple[GPT, RunResult]]:
+    """Train these runs as one stack (stack_key equal for all); return each one's model (val-selected weights) and
+    RunResult, in order: what train() returns for each alone, to float32 rounding.
+
+    on_eval[i](step, val) runs after member i's evaluations; True stops that member only (pruned). should_stop()
+    ends every member's run as "interrupted" (no resume checkpoints for stacks: rerun them). pools[i]: member i's
+    synthetic names, as train()'s pool.
+    """
+    n = len(configs)
+    on_eval = on_eval or [None] * n
+    pools = pools or [None] * n
+    py_rngs = py_rngs or [None] * n
+    runs = [Run(m, c, data, device, py_rng=rng, pool=pool) for (m, c), pool, rng in zip(configs, pools, py_rngs)]
+    stack = StackedRun(runs)
+    say = log or (lambda line: None)
+    window: list[float] = []
+    t_line, evals_s = time.perf_counter(), 0.0
+    last_line_step = 0
+    while stack.active:
+        members = stack.members()
+        losses = stack.train_step()
+        leaving = {k for k, v in enumerate(losses) if v is None}
+        window += [v for v in losses if v is not None]
+        due = [k for k, r in enumerate(members) if k not in leaving
+               and (r.step % r.cfg.eval_every == 0 or r.step == r.cfg.steps)]
+        if due:
+            e0 = time.perf_counter()
+            vals = stack.evaluate(due)
+            evals_s += time.perf_counter() - e0
+            for k, val in vals.items():
+                if members[k].stopped_by(val, on_eval[stack.active[k]]):
+                    leaving.add(k)
+        leaving |= {k for k, r in enumerate(members) if r.step >= r.cfg.steps}
+        step = stack.step
+        if (step % members[0].cfg.log_every == 0 or due or not (set(range(len(members))) - leaving)
+                or time.perf_counter() - t_line >= 30.0):
+            now = time.perf_counter()
+            ms = 1000 * (now - t_line - evals_s) / max(1, step - last_line_step)
+            vals_now = [r.history[-1]["val_loss"] for r in members if r.history and r.history[-1]["val_loss"] is not None]
+            val_text = f" | val {min(vals_now):.4f}..{max(vals_now):.4f}" if vals_now else ""
+            say(f"step {step:5d}/{max(r.cfg.steps for r in members)} | {len(members)} members | loss "
+                f"{statistics.fmean(window) if window else float('nan'):.4f}{val_text} | {ms:.2f} ms/step")
+            window, t_line, evals_s, last_line_step = [], now, 0.0, step
+        if should_stop is not None and should_stop():
+            for k, r in enumerate(members):
+                if k not in leaving:
+                    r.state, r.stop_reason = "interrupted", f"interrupted after step {r.step}"
+            leaving = set(range(len(members)))
+        stack.drop(leaving)
+    results = stack.finish()
+    return [(r.model, result) for r, result in zip(runs, results)]
+

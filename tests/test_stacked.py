@@ -1,0 +1,147 @@
+"""The stacked trainer (stacked.py): K runs as one computation give each run's own history, to float32 rounding."""
+
+import dataclasses
+import math
+import random
+
+import pytest
+import torch
+
+from microgpt.cli import main
+from microgpt.config import ModelConfig, TrainConfig, UsageError, resolve
+from microgpt.stacked import groups, stack_key, train_stacked
+from microgpt.train import train
+
+TOL = 2e-6  # float32 rounding: bmm against mm, a reduction order; measured differences were <= 1e-6 over 40 steps
+MODEL = ModelConfig(vocab_size=27, block_size=16, n_layer=2, n_head=4, n_embd=16)
+SCHEDULES = ("constant", "linear", "cosine", "exponential", "wsd")
+
+
+def members(optimizer: str, lr: float) -> list[tuple[ModelConfig, TrainConfig]]:
+    """One member per schedule, each with other settings too: dropout, EMA, clipping, decay, batch size, seed."""
+    out = []
+    for i, schedule in enumerate(SCHEDULES):
+        model = dataclasses.replace(MODEL, dropout=(0.0, 0.1, 0.2, 0.1, 0.0)[i], init_std=(0.08, 0.05, 0.1, 0.08, 0.06)[i])
+        cfg = TrainConfig(optimizer=optimizer, lr=lr * (1.0, 0.5, 1.5, 0.8, 1.2)[i], min_lr=lr / 100, schedule=schedule,
+                          warmup_steps=(0, 3, 0, 2, 5)[i], steps=(24, 24, 16, 24, 20)[i], batch_size=(4, 4, 2, 6, 3)[i],
+                          eval_every=(6, 6, 4, 8, 5)[i], seed=10 + i, ema=(0.0, 0.9, 0.0, 0.95, 0.8)[i],
+                          grad_clip=(0.0, 0.5, 0.0, 1.0, 0.0)[i], weight_decay=(0.0, 0.01, 0.1, 0.0, 0.05)[i],
+                          beta1=(0.85, 0.9, 0.8, 0.85, 0.9)[i], momentum=(0.9, 0.8, 0.3, 0.9, 0.5)[i],
+                          decay_all=i == 2, nesterov=optimizer == "sgd")
+        out.append((model, cfg))
+    return out
+
+
+def assert_same(alone, stacked) -> None:
+    """Every batch loss, val loss and the held-out figures of a stacked member equal the run's alone."""
+    assert alone.state == stacked.state and alone.stop_reason == stacked.stop_reason
+    assert [r["step"] for r in alone.history] == [r["step"] for r in stacked.history]
+    for a, b in zip(alone.history, stacked.history):
+        assert a["lr"] == b["lr"]
+        assert b["loss"] == pytest.approx(a["loss"], abs=TOL)
+        assert (a["val_loss"] is None) == (b["val_loss"] is None)
+        if a["val_loss"] is not None:
+            assert b["val_loss"] == pytest.approx(a["val_loss"], abs=TOL)
+    assert alone.best_val_step == stacked.best_val_step
+    for figure in ("test_loss", "train_loss", "val_loss"):
+        assert getattr(stacked, figure) == pytest.approx(getattr(alone, figure), abs=TOL)
+
+
+@pytest.mark.parametrize("optimizer,lr", [("adam", 0.01), ("adamw", 0.01), ("rmsprop", 0.001), ("sgd", 0.1),
+                                          ("muon", 0.01)])
+def test_each_member_matches_its_run_alone(names_data, optimizer, lr):
+    configs = members(optimizer, lr)
+    stacked = train_stacked(configs, names_data)
+    for (model_cfg, cfg), (model, result) in zip(configs, stacked):
+        alone_model, alone = train(model_cfg, cfg, names_data)
+        assert_same(alone, result)
+        for name, tensor in alone_model.state_dict().items():  # the val-selected weights (RMSprop divides by tiny
+            # second moments, so a 1e-7 gradient difference can move a weight by 3e-5 over 24 steps)
+            torch.testing.assert_close(model.state_dict()[name], tensor, atol=1e-4, rtol=1e-3)
+
+
+def test_per_member_settings_really_differ(names_data):
+    configs = members("adam", 0.01)
+    results = [r for _, r in train_stacked(configs, names_data)]
+    first_lrs = [r.history[0]["lr"] for r in results]
+    assert len(set(first_lrs)) == len(first_lrs)  # warmup and peak differ per member
+    assert len({round(r.history[0]["loss"], 6) for r in results}) == len(results)  # own init and batch
+    assert [len(r.history) for r in results] == [c.steps for _, c in configs]  # each its own length
+
+
+def test_microgpt_parity_members_match(names_data):
+    configs = [resolve({"seed": s, "steps": 20}, "microgpt", 27, names_data.max_len + 1) for s in (42, 7)]
+    stacked = train_stacked(configs, names_data, py_rngs=[random.Random(c.seed) for _, c in configs])
+    for (model_cfg, cfg), (_, result) in zip(configs, stacked):
+        _, alone = train(model_cfg, cfg, names_data, py_rng=random.Random(cfg.seed))
+        assert [r["loss"] for r in alone.history] == pytest.approx([r["loss"] for r in result.history], abs=1e-12)
+
+
+def test_a_diverged_member_stops_and_the_others_go_on(names_data):
+    good = (MODEL, TrainConfig(steps=20, batch_size=4, lr=0.1, optimizer="sgd", momentum=0.0, eval_every=5, seed=1))
+    bad = (MODEL, dataclasses.replace(good[1], lr=1e6, seed=2))
+    (_, r_good), (_, r_bad) = train_stacked([good, bad], names_data)
+    assert r_bad.state == "diverged" and "became" in r_bad.stop_reason and r_bad.diverged_step <= 20
+    assert not math.isfinite(r_bad.history[-1]["loss"])
+    _, alone = train(*bad, names_data)
+    assert (alone.state, alone.diverged_step) == (r_bad.state, r_bad.diverged_step)
+    assert_same(train(*good, names_data)[1], r_good)
+
+
+def test_pruning_stops_one_member_only(names_data):
+    configs = [(MODEL, TrainConfig(steps=20, batch_size=4, eval_every=5, seed=s)) for s in (1, 2, 3)]
+    seen = []
+
+    def prune_at_10(step, val):
+        seen.append(step)
+        return step >= 10
+
+    results = [r for _, r in train_stacked(configs, names_data, on_eval=[None, prune_at_10, None])]
+    assert [r.state for r in results] == ["complete", "pruned", "complete"]
+    assert seen == [5, 10] and results[1].steps_done == 10 and results[1].test_loss is not None
+    for (model_cfg, cfg), r in zip(configs[::2], results[::2]):
+        assert_same(train(model_cfg, cfg, names_data)[1], r)
+
+
+def test_interrupt_ends_every_member_as_interrupted(names_data):
+    configs = [(MODEL, TrainConfig(steps=50, batch_size=2, eval_every=4, seed=s)) for s in (1, 2)]
+    calls = []
+    results = train_stacked(configs, names_data, should_stop=lambda: calls.append(1) or len(calls) >= 6)
+    assert [r.state for _, r in results] == ["interrupted", "interrupted"]
+    assert all(r.steps_done == 6 and r.test_loss is None and r.best_val is not None for _, r in results)
+
+
+def test_only_compatible_runs_stack(names_data):
+    wide = dataclasses.replace(MODEL, n_embd=32)
+    a, b = TrainConfig(steps=5), TrainConfig(steps=5, optimizer="adamw")
+    assert stack_key(MODEL, a) == stack_key(dataclasses.replace(MODEL, dropout=0.3), dataclasses.replace(a, lr=0.5))
+    assert stack_key(MODEL, a) != stack_key(wide, a) and stack_key(MODEL, a) != stack_key(MODEL, b)
+    assert groups([(MODEL, a), (wide, a), (MODEL, a), (MODEL, a), (MODEL, b)], size=2) == [[0, 2], [1], [3], [4]]
+    with pytest.raises(UsageError, match="n_embd"):
+        train_stacked([(MODEL, a), (wide, a)], names_data)
+
+
+def test_cli_seeds_writes_one_run_directory_per_seed(tmp_path, names_path, capsys):
+    args = ["train", "--data", str(names_path), "-s", "30", "-b", "4", "--seed", "5", "--out-dir", str(tmp_path)]
+    assert main([*args, "--seeds", "3", "--name", "stack"]) == 0
+    out = capsys.readouterr().out
+    assert "3 seeds (5..7) trained as one stacked model" in out and "test   mean" in out
+    import json
+
+    runs = sorted((tmp_path / "stack").iterdir())
+    assert [p.name for p in runs] == ["s5", "s6", "s7"]
+    summaries = [json.loads((p / "summary.json").read_text()) for p in runs]
+    assert all(s["state"] == "complete" and (p / "model.pt").is_file() for s, p in zip(summaries, runs))
+    assert [json.loads((p / "config.json").read_text())["train"]["seed"] for p in runs] == [5, 6, 7]
+    assert main([*args, "--seed", "6", "--name", "alone"]) == 0  # the s6 member is the run of seed 6 alone
+    alone = json.loads((tmp_path / "alone" / "summary.json").read_text())
+    assert summaries[1]["val_loss"] == pytest.approx(alone["val_loss"], abs=TOL)
+    assert summaries[1]["test_loss"] == pytest.approx(alone["test_loss"], abs=TOL)
+
+
+@pytest.mark.parametrize("flags,message", [(["--seeds", "0"], "--seeds must be >= 1, got 0"),
+                                           (["--seeds", "2", "--resume", "x"], "drop --seeds")])
+def test_cli_seeds_bad_input(tmp_path, names_path, capsys, flags, message):
+    assert main(["train", "--data", str(names_path), "--out-dir", str(tmp_path), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not any(tmp_path.iterdir())
