@@ -1,4 +1,4 @@
-"""The command line: `microgpt train`, `sample`, `sweep`, `dashboard`, `report` and `ngram`. The only module that
+"""The command line: `microgpt train`, `sample`, `ensemble`, `sweep`, `dashboard`, `report` and `ngram`. The only module that
 reads argv, picks the device, sets thread counts and makes run directories.
 
 Importing it loads no torch, optuna, matplotlib or scipy: `microgpt --help` and a mistyped flag answer at once, and
@@ -179,6 +179,24 @@ def build_parser() -> Parser:
     p.add_argument("--max-chars", type=int, metavar="N",
                    help=f"longest example accepted in that dataset (default: the run's, else {MAX_CHARS})")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+    p = sub.add_parser(
+        "ensemble", help="measure, sample and record an ensemble of trained runs",
+        description="Average trained runs' next-character probabilities (--combine prob) or logits (logit); order the "
+                    "members by val loss, measure val for K = 1, 2, 4, 8, ... and then test once, and record the "
+                    "ensemble as a run-like directory that `microgpt report` reads and --distill-from accepts.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories of one data file and split")
+    p.add_argument("--combine", choices=("prob", "logit"), default="prob",
+                   help="what the recorded ensemble averages: probabilities or logits (default prob); both are "
+                        "measured and printed")
+    p.add_argument("--samples", type=int, default=20, help="names sampled from the ensemble into samples.txt "
+                                                           "(default 20)")
+    p.add_argument("-t", "--temperature", type=float, default=0.5, help="sampling temperature (default 0.5)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--data", metavar="PATH", help="the dataset (default: the one the runs recorded; sha256-checked)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--out-dir", default="runs", help="where the ensemble's directory goes (default runs/)")
+    p.add_argument("--name", help="its directory name (default ensemble-<date>-<time>)")
     return parser
 
 
@@ -218,8 +236,11 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     model_cfg, cfg = resolve(overrides, args.preset, data.tokenizer.vocab_size, data.max_len + 1)
     data.check_block_size(model_cfg.block_size)
     check_synthetic_source(data, cfg)
+    teacher = load_teacher(cfg, data)  # before the run directory: a refused teacher leaves nothing behind
     device = resolve_device(args.device)
     if args.seeds is not None and args.seeds > 1:
+        if cfg.distill_from:
+            raise UsageError("--seeds trains a stack, which does not distil yet: drop --seeds, or --distill-from")
         return train_seeds(args, argv, model_cfg, cfg, data, device)
     run_dir = new_run_dir(args.out_dir, args.name, prefix=args.preset or "train")  # input is valid: safe to create
     config = run_config(model_cfg, cfg, data, device, ["microgpt", *argv])
@@ -231,7 +252,16 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         raise
     print_setup(data, model_cfg, cfg, device, args.threads)
     return run_training(run_dir, config, model_cfg, cfg, data, device, args.checkpoint_every,
-                        tensorboard=args.tensorboard)
+                        tensorboard=args.tensorboard, teacher=teacher)
+
+
+def load_teacher(cfg: TrainConfig, data):
+    """The ensemble --distill-from names, checked against data; None without one."""
+    if not cfg.distill_from:
+        return None
+    from .ensemble import load_teacher as load
+
+    return load(cfg.distill_from, data)
 
 
 def resume_train(args: argparse.Namespace, argv: list[str], overrides: dict) -> int:
@@ -271,7 +301,7 @@ def resume_train(args: argparse.Namespace, argv: list[str], overrides: dict) -> 
     print(f"resume {run_dir} from step {state['progress']['step']}/{cfg.steps}")
     print_setup(data, model_cfg, cfg, device, args.threads)
     return run_training(run_dir, config, model_cfg, cfg, data, device, args.checkpoint_every, resume=state,
-                        tensorboard=args.tensorboard)
+                        tensorboard=args.tensorboard, teacher=load_teacher(cfg, data))
 
 
 def print_setup(data, model_cfg: ModelConfig, cfg: TrainConfig, device: str, threads: int) -> None:
@@ -285,6 +315,9 @@ def print_setup(data, model_cfg: ModelConfig, cfg: TrainConfig, device: str, thr
           f"{cfg.schedule}, batch {cfg.batch_size}, {cfg.steps} steps | {device}, {threads} thread{'s' if threads > 1 else ''}, {cfg.dtype}"
           + precision_text(cfg, device) + augmentation_text(cfg)
           + (" | microgpt parity" if cfg.parity else ""))
+    if cfg.distill_from:
+        print(f"distil {cfg.distill_mix:g} x the teacher's distribution + {1 - cfg.distill_mix:g} x the true next "
+              f"character, teacher {cfg.distill_from}")
 
 
 def precision_text(cfg: TrainConfig, device: str) -> str:
@@ -296,7 +329,8 @@ def precision_text(cfg: TrainConfig, device: str) -> str:
 
 
 def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: TrainConfig, data, device: str,
-                 checkpoint_every: int, resume: dict | None = None, tensorboard: str | None = None) -> int:
+                 checkpoint_every: int, resume: dict | None = None, tensorboard: str | None = None,
+                 teacher=None) -> int:
     """Train, then write the run's records (and its TensorBoard events under tensorboard/<run name>); on
     Ctrl-C/SIGTERM save the best model so far and the resume checkpoint.
 
@@ -317,7 +351,7 @@ def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: Train
             model, result = train(model_cfg, cfg, data, device=device, log=print, progress=sys.stderr.isatty(),
                                   py_rng=py_rng, should_stop=stop.is_set, checkpoint_every=checkpoint_every,
                                   on_checkpoint=lambda state: save_resume(checkpoint, state), resume=resume,
-                                  pool=synthetic_pool(data, cfg) if cfg.synthetic else None)
+                                  pool=synthetic_pool(data, cfg) if cfg.synthetic else None, teacher=teacher)
         names, tags = record_run(run_dir, config, cfg, data, model, result, py_rng)
         if result.state != "interrupted":
             checkpoint.unlink(missing_ok=True)  # the run is complete on disk: nothing left to resume
@@ -612,6 +646,10 @@ def main(argv: list[str] | None = None) -> int:
             from . import ngram
 
             return ngram.run(args)
+        if args.command == "ensemble":
+            from . import ensemble
+
+            return ensemble.run(args, argv)
         return cmd_sample(args)
     except UsageError as err:
         sys.stderr.write(f"microgpt: error: {err}\n")

@@ -123,6 +123,12 @@ class TrainConfig:
     synthetic_order: int = setting(NGRAM_ORDER, "order of that n-gram", group=AUGMENT)
     curriculum: int = setting(0, "short names first: steps over which the name-length cap grows from the shortest "
                               "name to the longest; 0 = off", group=AUGMENT, metavar="STEPS")
+    distill_from: str = setting("", "distil from a teacher: comma-separated run directories trained on this data and "
+                                "split, or an ensemble directory (`microgpt ensemble`); the mean of their "
+                                "probabilities joins the training target", metavar="RUN_DIR,...|ENSEMBLE_DIR",
+                                default_text="off")
+    distill_mix: float = setting(0.5, "with --distill-from: weight of the teacher's distribution in the target, in "
+                                 "[0, 1]; the rest is the true next character")
     eval_every: int = setting(200, "steps between val evaluations (and one at the end); a run of fewer than 1,000 "
                               "steps without it evaluates every steps/5", group=OUTPUT)
     patience: int = setting(0, "stop after this many evaluations without a new best val; 0 = never", group=OUTPUT)
@@ -192,6 +198,10 @@ class TrainConfig:
             raise UsageError(f"curriculum must be an integer in [0, steps={self.steps}], got {self.curriculum!r}")
         if self.parity and (self.noise or self.synthetic or self.curriculum):
             raise UsageError("--parity reproduces microgpt.py's data order; drop --noise/--synthetic/--curriculum")
+        if not 0 <= self.distill_mix <= 1:
+            raise UsageError(f"distill_mix must be in [0, 1], got {self.distill_mix!r}")
+        if self.distill_from and self.parity:
+            raise UsageError("--parity trains on every name, val and test included; drop --distill-from or --parity")
         if not self.temperature > 0:
             raise UsageError(f"temperature must be positive, got {self.temperature!r}")
         _check_choice("schedule", self.schedule, SCHEDULES)

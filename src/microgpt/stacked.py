@@ -336,6 +336,8 @@ class StackedRun:
         if len(keys) != 1:
             raise UsageError("a stack's runs must share the model's shape and the optimizer, dtype, precision and "
                              f"parity; these differ in {sorted(_differing(runs))}")
+        if any(r.teacher is not None for r in runs):
+            raise UsageError("a stack does not distil yet: train runs with distill_from one at a time")
         self.runs = runs
         self.active = list(range(len(runs)))   # the members still training, in stack order
         self.model = StackedGPT([r.model for r in runs])

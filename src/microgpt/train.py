@@ -15,6 +15,7 @@ import torch
 from .augment import AugmentedSampler, augmentation_text, ngram_names
 from .config import ModelConfig, TrainConfig, UsageError, to_dict
 from .data import Batch, BatchSampler, Dataset, SequenceSampler, rng_state, set_rng_state
+from .distill import check_teacher, distill_loss, distill_text
 from .model import GPT, init_weights
 from .optim import build_optimizer, lr_at
 from .precision import resolve_autocast
@@ -83,6 +84,7 @@ def train(
     checkpoint_every: int = 0,
     resume: dict | None = None,
     pool: list[list[int]] | None = None,
+    teacher: torch.nn.Module | None = None,
 ) -> tuple[GPT, RunResult]:
     """Train a fresh model (or continue the run a checkpoint holds); return it, with the val-selected weights, and its
     RunResult.
@@ -98,8 +100,10 @@ def train(
     as microgpt.py does; pass your own to keep drawing from it afterwards (microgpt's sampling).
     pool: the synthetic names of cfg.synthetic (augment.synthetic_pool(data, cfg)); without one an n-gram pool is
     drawn here, and a run directory as cfg.synthetic_from is refused (the caller loads that model, not train()).
+    teacher: the ensemble of cfg.distill_from (ensemble.load_teacher(cfg.distill_from, data)), which train() does not
+    load either; each training batch's loss then mixes in its distribution (distill.py).
     """
-    run = Run(model_cfg, cfg, data, device, py_rng, pool)
+    run = Run(model_cfg, cfg, data, device, py_rng, pool, teacher)
     if resume is not None:
         run.load_state_dict(resume)
     say = log or (lambda line: None)
@@ -179,7 +183,8 @@ class Run:
     """
 
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, data: Dataset, device: str | torch.device = "cpu",
-                 py_rng: random.Random | None = None, pool: list[list[int]] | None = None):
+                 py_rng: random.Random | None = None, pool: list[list[int]] | None = None,
+                 teacher: torch.nn.Module | None = None):
         model_cfg.validate()
         cfg.validate()
         data.check_block_size(model_cfg.block_size)
@@ -211,6 +216,9 @@ class Run:
                 self.trained_on += augmentation_text(cfg)
             else:
                 self.sampler = BatchSampler(data.encoded("train"), data.tokenizer.bos, cfg.batch_size, seed=cfg.seed)
+        check_teacher(teacher, data, cfg)
+        self.teacher = None if teacher is None else teacher.to(device)
+        self.trained_on += distill_text(cfg)
         self.model = model.to(device)
         self.model.dropout_generator = self.dropout_generator
         self.model.train()
@@ -248,7 +256,9 @@ class Run:
             group["lr"] = lr if group["peak_lr"] == cfg.lr else group["peak_lr"] * lr / cfg.lr
         batch = self.sampler.next().to(self.device)
         with self.autocast:
-            _, loss = self.model(batch.idx, batch.targets, batch.pos, batch.mask)
+            logits, loss = self.model(batch.idx, batch.targets, batch.pos, batch.mask)
+        if self.teacher is not None:
+            loss = distill_loss(logits, batch, self.teacher, loss, cfg.distill_mix)
         loss_value = loss.item()  # the loss before this step's update, as microgpt prints it
         if not math.isfinite(loss_value):
             self.state, self.diverged_step = "diverged", step + 1

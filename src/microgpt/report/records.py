@@ -200,7 +200,7 @@ def _sweep_run(sweep: Sweep, cells: dict[str, str]) -> Run:
     for name in SETTINGS:
         if name in NOT_CONFIG or name not in cells:  # a column an older results.csv lacks: compare without it
             continue
-        if cells[name] == "":
+        if cells[name] == "" and SETTINGS[name] is not str:  # "" is a text setting's value (distill_from: off)
             settings = {}  # an invalid run has no resolved values: it groups by its configuration id alone
             break
         settings[name] = coerce(name, cells[name])
