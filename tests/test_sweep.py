@@ -86,13 +86,13 @@ def test_bad_plan_file(tmp_path, capsys):
     assert code == 2 and "not valid TOML" in err and not (tmp_path / "sweeps").exists()
 
 
-def in_process(tmp_path, names_data, raw: dict, train_fn=None):
+def in_process(tmp_path, names_data, raw: dict, train_fn=None, stack: int = 1):
     """Prepare a sweep and run one worker in this process; returns (study, sweep_dir, plan)."""
     plan = plan_from_dict(raw)
     sweep_dir, url = prepare(plan, tmp_path, None)
     study = load_study(plan, url)
     reconcile(study, plan, sweep_dir, url)
-    work(study, plan, names_data, sweep_dir, url, train_fn=train_fn)
+    work(study, plan, names_data, sweep_dir, url, train_fn=train_fn, stack=stack)
     return study, sweep_dir, plan
 
 
@@ -159,7 +159,7 @@ def test_parallel_workers_draw_different_configurations(tmp_path, mode):
                            "space": {"lr": "1e-4:1e-1:log", "dropout": "0.0:0.5"}})
     sweep_dir, url = prepare(plan, tmp_path, None)
     workers = [load_study(plan, url) for _ in range(3)]  # as three worker processes each open the study
-    drawn = [claim(study, plan, sweep_dir, url, {})[1] for study in workers]
+    drawn = [claim(study, plan, sweep_dir, url, {})[0][1] for study in workers]
     assert len({(p["lr"], p["dropout"]) for p in drawn}) == 3
 
 
@@ -206,8 +206,9 @@ def run_cli_sweep(tmp_path, names_path, *extra, **popen):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
-def running_trial(journal: Path, name: str):
-    """A run in flight, read from the sweep's journal the way a second process would."""
+def running_trial(journal: Path, name: str, after_one_done: bool = True):
+    """A run in flight (after_one_done: once another has finished), read from the sweep's journal the way a second
+    process would."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
     from optuna.trial import TrialState
@@ -220,17 +221,18 @@ def running_trial(journal: Path, name: str):
         return None
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     running = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING and "pid" in t.user_attrs]
-    return running[0] if done and running else None
+    return running[0] if (done or not after_one_done) and running else None
 
 
 @pytest.mark.slow
-def test_killed_worker_run_is_redone_by_the_survivor_and_the_sweep_says_so(tmp_path, names_path):
+@pytest.mark.parametrize("stack", [1, 3])
+def test_killed_worker_run_is_redone_by_the_survivor_and_the_sweep_says_so(tmp_path, names_path, stack):
     args = ["--grid", "lr=0.002,0.004,0.006,0.008,0.01,0.012", "-s", "400", "--eval-every", "100",
-            "--workers", "2", "--name", "k", "--samples", "0"]
+            "--workers", "2", "--name", "k", "--samples", "0", "--stack", str(stack)]
     proc = run_cli_sweep(tmp_path, names_path, *args)
     victim, deadline = None, time.time() + 120
-    while victim is None and time.time() < deadline:
-        victim = running_trial(tmp_path / "k" / "journal.log", "k")
+    while victim is None and time.time() < deadline:  # a stack of 3 is the worker's whole share: kill it mid-stack
+        victim = running_trial(tmp_path / "k" / "journal.log", "k", after_one_done=stack == 1)
         time.sleep(0.1)
     assert victim is not None, "no run was ever in flight"
     os.kill(victim.user_attrs["pid"], signal.SIGKILL)  # one worker dies mid-run; the other finishes the grid
@@ -245,8 +247,10 @@ def test_killed_worker_run_is_redone_by_the_survivor_and_the_sweep_says_so(tmp_p
     study = optuna.load_study(study_name="k", storage=optuna.storages.JournalStorage(
         JournalFileBackend(str(tmp_path / "k" / "journal.log"))))
     dead = [t for t in study.trials if t.user_attrs.get("redone")]
-    # the victim's worker may have moved on to its next run between our read and the kill: that run is the dead one
-    assert len(dead) == 1 and dead[0].number >= victim.number and "died mid-run" in dead[0].user_attrs["error"]
+    # every run the victim's worker held dies with it and is redone: its stack of 3 or its one run (or, with one
+    # run at a time, the next one if it moved on between our read and the kill)
+    assert len(dead) == stack and all("died mid-run" in t.user_attrs["error"] for t in dead)
+    assert {t.user_attrs["worker"] for t in dead} == {victim.user_attrs["worker"]}
 
     again = run_cli_sweep(tmp_path, names_path, *args)
     out, _ = again.communicate(timeout=300)
@@ -292,19 +296,21 @@ def test_a_worker_killed_between_claiming_a_point_and_starting_it_strands_nothin
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_sweep_cleanly_and_it_resumes(tmp_path, names_path):
+@pytest.mark.parametrize("stack", [1, 2])
+def test_ctrl_c_stops_a_sweep_cleanly_and_it_resumes(tmp_path, names_path, stack):
     args = ["--grid", "lr=0.002,0.004,0.006,0.008", "-s", "600", "--eval-every", "100", "--workers", "2",
-            "--name", "i", "--samples", "0"]
+            "--name", "i", "--samples", "0", "--stack", str(stack)]
     proc = run_cli_sweep(tmp_path, names_path, *args, start_new_session=True)
     deadline = time.time() + 120
-    while running_trial(tmp_path / "i" / "journal.log", "i") is None and time.time() < deadline:
+    # one at a time: stop once a run is recorded and others are in flight; stacks of 2: while both are in flight
+    while running_trial(tmp_path / "i" / "journal.log", "i", after_one_done=stack == 1) is None and time.time() < deadline:
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: every process of the group gets it
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
     assert "Traceback" not in out and "run the same command again to resume" in out
     done = [r for r in read_csv(tmp_path / "i" / "results.csv")]
-    assert 1 <= len(done) < 4 and all(r["state"] == "complete" for r in done)
+    assert (1 if stack == 1 else 0) <= len(done) < 4 and all(r["state"] == "complete" for r in done)
     assert len(list((tmp_path / "i" / "runs").iterdir())) == len(done)  # the abandoned runs left no directory
 
     again = run_cli_sweep(tmp_path, names_path, *args)
@@ -448,7 +454,9 @@ def test_a_worker_dead_on_another_machine_is_redone_by_the_machine_that_joins(tm
     rows = trial_rows(pg_study(postgres_url, name))
     assert sorted(r["lr"] for r in rows) == [0.002, 0.004, 0.006] and all(r["state"] == "complete" for r in rows)
     dead = [t for t in pg_study(postgres_url, name).trials if t.user_attrs.get("redone")]
-    assert [t.number for t in dead] == [victim.number] and victim.user_attrs["worker"] in dead[0].user_attrs["error"]
+    # A's one worker held all three as one stack (--stack auto: 3 runs / 1 worker), each beating its heartbeat
+    assert sorted(t.number for t in dead) == [0, 1, 2] and victim.number in {t.number for t in dead}
+    assert all(victim.user_attrs["worker"] in t.user_attrs["error"] for t in dead)
 
 
 @pytest.mark.slow
@@ -517,3 +525,47 @@ def test_a_two_objective_search_tells_val_and_seconds(tmp_path, names_data):
                         "space": {"lr": "1e-3:1e-2"}})
     with pytest.raises(UsageError, match="objectives must be"):
         plan_from_dict({"name": "x", "grid": {"lr": [0.1]}, "objectives": ["test"]})
+
+
+# ------------------------------------------------------------------------------------------- stacks (stacked.py)
+
+def test_a_stacked_grid_records_what_one_run_at_a_time_records(tmp_path, names_data):
+    raw = {"name": "g", "seeds": 2, "base": {**FAST, "steps": 20}, "grid": {"lr": [0.01, 0.03], "n_embd": [8, 16],
+                                                                            "batch_size": [1, 4]}}
+    _, one_dir, plan = in_process(tmp_path / "one", names_data, raw)
+    _, stacked_dir, _ = in_process(tmp_path / "stacked", names_data, raw, stack=8)
+    one, stacked = read_csv(one_dir / "results.csv"), read_csv(stacked_dir / "results.csv")
+    assert len(one) == len(stacked) == plan.total_runs() == 16
+    key = lambda r: (r["config"], r["seed"])  # noqa: E731
+    stacked_by = {key(r): r for r in stacked}
+    for r in one:
+        s = stacked_by[key(r)]
+        assert s["state"] == r["state"] == "complete"
+        for figure in ("val_loss", "test_loss", "train_loss"):
+            assert float(s[figure]) == pytest.approx(float(r[figure]), abs=2e-6)
+    assert len(list((stacked_dir / "runs").iterdir())) == 16  # one run directory per member
+
+
+def test_grid_points_of_one_shape_are_queued_together(tmp_path):
+    from microgpt.sweep import stack_size
+
+    plan = plan_from_dict({"name": "q", "base": FAST, "grid": {"lr": [0.01, 0.02], "n_embd": [8, 16],
+                                                               "batch_size": [1, 2]}})
+    sweep_dir, url = prepare(plan, tmp_path, None)
+    study = load_study(plan, url)
+    reconcile(study, plan, sweep_dir, url)
+    widths = [t.params.get("n_embd", t.system_attrs.get("fixed_params", {}).get("n_embd")) for t in study.trials]
+    assert widths == [8] * 4 + [16] * 4
+    assert stack_size(plan, 2) == 4 and stack_size(plan, 16) == 1
+    assert stack_size(plan_from_dict({"name": "t", "mode": "tpe", "trials": 40, "space": {"lr": "1e-3:1e-2"}}), 2) == 4
+
+
+def test_pruning_stops_members_of_a_stacked_tpe_search(tmp_path, names_data):
+    base = {"steps": 60, "eval_every": 5, "samples": 0, "batch_size": 4}
+    _, tpe_dir, _ = in_process(tmp_path, names_data, {
+        "name": "tpe", "mode": "tpe", "trials": 12, "pruner": "asha", "base": base, "space": {"lr": "1e-4:0.3:log"}},
+        stack=4)
+    rows = read_csv(tpe_dir / "results.csv")
+    assert len(rows) == 12 and any(r["state"] == "pruned" for r in rows) and any(r["state"] == "complete" for r in rows)
+    pruned = [r for r in rows if r["state"] == "pruned"]
+    assert all(int(r["steps_done"]) < 60 for r in pruned)  # stopped early while the rest of its stack went on

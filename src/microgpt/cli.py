@@ -117,6 +117,10 @@ def build_parser() -> Parser:
                    help="Optuna storage shared by machines, e.g. postgresql://user:pw@host/db "
                         "(default: a journal file in the sweep directory)")
     p.add_argument("--join", metavar="NAME", help="join the sweep NAME in --storage with this machine's workers")
+    p.add_argument("--stack", default="auto", metavar="K|auto",
+                   help="runs a worker claims at once; those of one model shape train as one stacked model (K models "
+                        "for about the time of a few at microgpt's size); 1 = one run at a time. auto: an even share "
+                        "of the plan per worker, at most 16 (4 for TPE) (default auto)")
     p.add_argument("--heartbeat", type=int, default=15, metavar="SECONDS",
                    help="database storages: workers record a heartbeat this often, and a run silent for 4 heartbeats "
                         "is taken as its worker's death and redone (default 15; fixed when the sweep is created)")
@@ -591,8 +595,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"plan   {target} (refined around the top {args.top} of {args.refine})")
     if args.heartbeat < 1:
         raise UsageError(f"--heartbeat must be >= 1 second, got {args.heartbeat}")
+    if args.stack == "auto":
+        from .sweep import stack_size
+
+        stack = stack_size(plan, workers)
+    elif args.stack.isdigit() and int(args.stack) >= 1:
+        stack = int(args.stack)
+    else:
+        raise UsageError(f"--stack must be a positive integer or auto, got {args.stack!r}")
     outcome = run_sweep(plan, Path(args.out_dir), args.storage, workers, args.data, args.max_chars,
-                        heartbeat=args.heartbeat)
+                        heartbeat=args.heartbeat, stack=stack)
     if outcome["interrupted"]:
         return 130
     return 1 if outcome["missing"] or outcome["died"] else 0

@@ -28,8 +28,8 @@ from .train import Run
 
 # ModelConfig fields a stack may vary per member: they change values, not tensor shapes or the forward's structure
 MEMBER_MODEL_FIELDS = ("dropout", "init", "init_std")
-# TrainConfig fields every member of a stack shares: one optimizer code path, one dtype, one precision, one data order
-SHARED_TRAIN_FIELDS = ("optimizer", "nesterov", "dtype", "autocast", "parity")
+# TrainConfig fields every member of a stack shares: one optimizer code path, dtype, precision, data order and split
+SHARED_TRAIN_FIELDS = ("optimizer", "nesterov", "dtype", "autocast", "parity", "split_seed")
 EVAL_TOKENS = 1 << 16  # members x tokens per evaluation chunk: bounds the activations a stacked evaluation holds
 
 

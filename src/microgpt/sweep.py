@@ -41,7 +41,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .config import TrainConfig, UsageError, resolve
+from .config import ModelConfig, TrainConfig, UsageError, resolve
 from .data import MAX_CHARS, Dataset, load_dataset
 from .files import make_dir, os_error_text
 from .interrupt import stop_requests
@@ -432,13 +432,32 @@ def reconcile(study, plan: Plan, sweep_dir: Path, url: str) -> dict[str, int]:
         with sweep_lock(sweep_dir, url, plan.name):
             present = {(t.user_attrs.get("config"), t.user_attrs.get("seed")) for t in study.get_trials(deepcopy=False)
                        if not t.user_attrs.get("redone")}
-            for params in plan.grid_configs():
+            for params in sorted(plan.grid_configs(), key=_shape_first):
                 cid = config_id(params)
                 for i, seed in enumerate(plan.seeds):
                     if (cid, seed) not in present:
                         study.enqueue_trial(params, user_attrs={"seed": seed, "seed_index": i, "config": cid})
                         counts["enqueued"] += 1
     return counts
+
+
+def _shape_first(params: dict) -> tuple:
+    """Sort key that queues grid points of one model shape (and optimizer, precision, split) next to each other, so
+    a worker claiming several at once can train them as one stack (stacked.stack_key)."""
+    from .stacked import MEMBER_MODEL_FIELDS, SHARED_TRAIN_FIELDS
+
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)} - set(MEMBER_MODEL_FIELDS)
+    shaping = model_fields | set(SHARED_TRAIN_FIELDS)
+    return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, repr(v))
+                 for k, v in sorted(params.items()) if k in shaping)
+
+
+def stack_size(plan: Plan, workers: int) -> int:
+    """--stack auto: enough runs per worker to share the stack's per-step overhead (up to 16, where 64 microgpt-sized
+    members still gained: BENCHMARKS.md), but no more than an even share of the plan, so no worker is left with
+    all the work; TPE learns from finished runs, so it proposes at most 4 at a time."""
+    share = math.ceil(plan.total_runs() / max(1, workers))
+    return max(1, min(4 if plan.mode == "tpe" else 16, share))
 
 
 def missing_runs(study, plan: Plan) -> list[str]:
@@ -486,35 +505,59 @@ def _suggest_dimension(trial, d: Dimension):
     return trial.suggest_categorical(d.name, list(d.choices))
 
 
-def claim(study, plan: Plan, sweep_dir: Path, url: str, grid_choices: dict[str, list]):
-    """The next run to do, as (trial, params), or None when nothing is left to claim. Serialised by sweep_lock, and
-    the trial names its worker (and, on a database, records its first heartbeat) before the lock is let go."""
+def claim(study, plan: Plan, sweep_dir: Path, url: str, grid_choices: dict[str, list], size: int = 1) -> list:
+    """The next runs to do (up to size), as [(trial, params)], empty when nothing is left to claim. Serialised by
+    sweep_lock, and each trial names its worker (and, on a database, records its first heartbeat) before the lock is
+    let go. TPE proposes the size points one after another, its constant liar keeping them apart."""
+    with sweep_lock(sweep_dir, url, plan.name):
+        claimed = []
+        while len(claimed) < size:
+            one = _claim_one(study, plan, grid_choices)
+            if one is None:
+                break
+            claimed.append(one)
+        return claimed
+
+
+def _claim_one(study, plan: Plan, grid_choices: dict[str, list]):
     from optuna.trial import TrialState
 
-    with sweep_lock(sweep_dir, url, plan.name):
-        trials = study.get_trials(deepcopy=False)
-        waiting = [t for t in trials if t.state == TrialState.WAITING]
-        if not waiting:
-            if plan.mode == "grid":
-                return None
-            started = sum(1 for t in trials if t.user_attrs.get("seed_index") == 0 and not t.user_attrs.get("redone"))
-            if started >= (plan.trials or 0):
-                return None
-        trial = study.ask()
-        trial.set_user_attr("worker", worker_id())
-        trial.set_user_attr("host", HOST)
-        trial.set_user_attr("pid", os.getpid())
-        if heartbeat_enabled(study):
-            study._storage.record_heartbeat(trial._trial_id)
-        params = _suggest(trial, plan, grid_choices)
-        if "seed" not in trial.user_attrs:  # a fresh random/TPE configuration: first seed here, the others queued
-            cid = config_id(params)
-            trial.set_user_attr("seed", plan.seeds[0])
-            trial.set_user_attr("seed_index", 0)
-            trial.set_user_attr("config", cid)
-            for i, seed in enumerate(plan.seeds[1:], start=1):
-                study.enqueue_trial(params, user_attrs={"seed": seed, "seed_index": i, "config": cid})
-        return trial, params
+    trials = study.get_trials(deepcopy=False)
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    if not waiting:
+        if plan.mode == "grid":
+            return None
+        started = sum(1 for t in trials if t.user_attrs.get("seed_index") == 0 and not t.user_attrs.get("redone"))
+        if started >= (plan.trials or 0):
+            return None
+    trial = study.ask()
+    trial.set_user_attr("worker", worker_id())
+    trial.set_user_attr("host", HOST)
+    trial.set_user_attr("pid", os.getpid())
+    if heartbeat_enabled(study):
+        study._storage.record_heartbeat(trial._trial_id)
+    params = _suggest(trial, plan, grid_choices)
+    if "seed" not in trial.user_attrs:  # a fresh random/TPE configuration: first seed here, the others queued
+        cid = config_id(params)
+        trial.set_user_attr("seed", plan.seeds[0])
+        trial.set_user_attr("seed_index", 0)
+        trial.set_user_attr("config", cid)
+        for i, seed in enumerate(plan.seeds[1:], start=1):
+            study.enqueue_trial(params, user_attrs={"seed": seed, "seed_index": i, "config": cid})
+    return trial, params
+
+
+@dataclasses.dataclass
+class Member:
+    """One claimed run, set up: its trial, resolved configs, the data split it trains on and its run directory."""
+
+    trial: Any
+    model_cfg: Any
+    cfg: TrainConfig
+    data: Dataset
+    run_dir: Path
+    config: dict
+    dead: bool = False  # its trial was declared dead (and queued again) while it trained
 
 
 def execute(
@@ -524,26 +567,59 @@ def execute(
     """Run one trial: build its configs, train on its own split, record the run directory, tell Optuna. Returns the
     run's state; "interrupted" (should_stop said so) records nothing and queues the point again; "superseded" when
     the trial was declared dead meanwhile (no heartbeat for the grace period) and queued again by another worker."""
+    return execute_group([(trial, params)], plan, data, sweep_dir, train_fn, should_stop)[0]
+
+
+def execute_group(claimed: list, plan: Plan, data: Dataset, sweep_dir: Path, train_fn: Callable | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> list[str]:
+    """execute() for several claimed runs: those that can share a stack (stacked.stack_key, one split) train as
+    one stacked model, the rest one at a time; each is still one trial and one run directory, recorded as soon as its
+    stack finishes. Every claimed trial beats its heartbeat until then. Returns their states, in order."""
+    from .stacked import stack_key
+
+    states: dict[int, str] = {}
+    members: dict[int, Member] = {}
+    for i, (trial, params) in enumerate(claimed):
+        member = _guarded(trial, sweep_dir, lambda: _setup(trial, params, plan, data, sweep_dir))
+        if isinstance(member, str):
+            states[i] = member
+        else:
+            members[i] = member
+    stacks: dict[tuple, list[int]] = {}
+    for i, m in members.items():
+        stacks.setdefault((stack_key(m.model_cfg, m.cfg), m.cfg.split_seed), []).append(i)
+    with contextlib.ExitStack() as beating:
+        for i in members:
+            beating.enter_context(heartbeat(claimed[i][0].study, claimed[i][0]))
+        for indices in stacks.values():
+            group = [members[i] for i in indices]
+            if should_stop is not None and should_stop():
+                outcomes: list = [None] * len(group)  # not started: queued again below
+            else:
+                outcomes = _train_group(group, plan, train_fn, should_stop)
+            for i, m, outcome in zip(indices, group, outcomes):
+                states[i] = _guarded(m.trial, sweep_dir, lambda: _record(m, outcome, plan))
+    return [states[i] for i in range(len(claimed))]
+
+
+def _guarded(trial, sweep_dir: Path, step: Callable):
+    """step(), or "superseded" if the trial was declared dead meanwhile (its rerun replaces this record; its run
+    directory stays, marked, so nothing is silently mixed in)."""
     from optuna.exceptions import UpdateFinishedTrialError
 
     try:
-        return _execute(trial, params, plan, data, sweep_dir, train_fn, should_stop)
+        return step()
     except UpdateFinishedTrialError:
-        # The rerun replaces this record; its run directory stays, marked, so nothing is silently mixed in.
         run_dir = Path(sweep_dir) / "runs" / trial.user_attrs.get("run", f"{trial.number:04d}")
         if run_dir.is_dir():
             write_atomic(run_dir / "SUPERSEDED", "this run's trial was declared dead before it finished and was redone\n")
         return "superseded"
 
 
-def _execute(trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path, train_fn: Callable | None,
-             should_stop: Callable[[], bool] | None) -> str:
-    from optuna.exceptions import UpdateFinishedTrialError
+def _setup(trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path) -> Member | str:
+    """Resolve a claimed run's configs and make its run directory; "invalid" (recorded) if the configs cannot train."""
     from optuna.trial import TrialState
 
-    from .train import train as default_train
-
-    train_fn = train_fn or default_train
     seed = trial.user_attrs["seed"]
     cid = trial.user_attrs["config"]
     run = f"{trial.number:04d}-{cid}-s{seed}"
@@ -552,6 +628,8 @@ def _execute(trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path, tr
     try:
         model_cfg, cfg = resolve(overrides, plan.preset, data.tokenizer.vocab_size, data.max_len + 1)
         data.check_block_size(model_cfg.block_size)
+        if cfg.distill_from:
+            raise UsageError("sweeps do not distil yet: drop distill_from from the plan")
     except UsageError as err:
         trial.set_user_attr("state", "invalid")
         trial.set_user_attr("error", str(err))
@@ -566,32 +644,71 @@ def _execute(trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path, tr
     run_dir.mkdir(parents=True, exist_ok=True)
     config = run_config(model_cfg, cfg, data, "cpu", ["microgpt", "sweep", plan.name, f"trial {trial.number}"])
     write_json(run_dir / "config.json", config)
+    return Member(trial, model_cfg, cfg, data, run_dir, config)
+
+
+def _on_eval(m: Member, plan: Plan) -> Callable[[int, float], bool]:
+    """Report val to the member's trial and ask its pruner; a trial declared dead meanwhile stops the member."""
+    from optuna.exceptions import UpdateFinishedTrialError
 
     def on_eval(step: int, val: float) -> bool:
         if len(plan.objectives) > 1:  # Optuna keeps intermediate values (and prunes) for one objective only
             return False
-        trial.report(val, step)
-        return trial.should_prune()
+        try:
+            m.trial.report(val, step)
+        except UpdateFinishedTrialError:
+            m.dead = True
+            return True
+        return m.trial.should_prune()
 
-    kwargs: dict[str, Any] = {"should_stop": should_stop} if should_stop is not None else {}
+    return on_eval
+
+
+def _train_group(group: list[Member], plan: Plan, train_fn: Callable | None,
+                 should_stop: Callable[[], bool] | None) -> list:
+    """Train the members (one stack when more than one); per member (model, result), or the exception that failed
+    it."""
+    from .augment import synthetic_pool
+    from .stacked import train_stacked
+    from .train import train as default_train
+
     try:
-        with heartbeat(trial.study, trial):
-            if cfg.synthetic:  # its source (an n-gram, or another run's model) is loaded here, per run
-                from .augment import synthetic_pool
-
-                kwargs["pool"] = synthetic_pool(data, cfg)
-            model, result = train_fn(model_cfg, cfg, data, on_eval=on_eval, **kwargs)
-    except UpdateFinishedTrialError:
-        raise
+        pools = [synthetic_pool(m.data, m.cfg) if m.cfg.synthetic else None for m in group]  # loaded here, per run
+        if len(group) == 1:
+            m = group[0]
+            kwargs: dict[str, Any] = {"should_stop": should_stop} if should_stop is not None else {}
+            if pools[0] is not None:
+                kwargs["pool"] = pools[0]
+            return [(train_fn or default_train)(m.model_cfg, m.cfg, m.data, on_eval=_on_eval(m, plan), **kwargs)]
+        return train_stacked([(m.model_cfg, m.cfg) for m in group], group[0].data,
+                             on_eval=[_on_eval(m, plan) for m in group], should_stop=should_stop, pools=pools)
     except Exception as err:  # a run that raises is recorded as failed; the sweep goes on
+        err.__traceback_text__ = traceback.format_exc()[-2000:]  # type: ignore[attr-defined]
+        return [err] * len(group)
+
+
+def _record(m: Member, outcome, plan: Plan) -> str:
+    """Write a trained member's run directory and tell Optuna; the state recorded."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    trial, cfg = m.trial, m.cfg
+    if outcome is None:
+        shutil.rmtree(m.run_dir, ignore_errors=True)
+        requeue(trial.study, trial, "interrupted", "stopped before its stack started; queued again")
+        return "interrupted"
+    if m.dead:
+        raise UpdateFinishedTrialError(f"trial {trial.number} was declared dead and queued again")
+    if isinstance(outcome, Exception):
         trial.set_user_attr("state", "failed")
-        trial.set_user_attr("error", f"{type(err).__name__}: {err}".splitlines()[0][:500])
-        trial.set_user_attr("traceback", traceback.format_exc()[-2000:])
-        trial.set_user_attr("run_dir", f"runs/{run}")
+        trial.set_user_attr("error", f"{type(outcome).__name__}: {outcome}".splitlines()[0][:500])
+        trial.set_user_attr("traceback", getattr(outcome, "__traceback_text__", ""))
+        trial.set_user_attr("run_dir", f"runs/{m.run_dir.name}")
         trial.study.tell(trial, state=TrialState.FAIL)
         return "failed"
+    model, result = outcome
     if result.state == "interrupted":
-        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(m.run_dir, ignore_errors=True)
         requeue(trial.study, trial, "interrupted", f"interrupted after step {result.steps_done}; queued again")
         return "interrupted"
     state = result.state
@@ -599,13 +716,14 @@ def _execute(trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path, tr
     if result.best_val is not None and cfg.samples:
         import torch
 
-        drawn = sample_names(model, data.tokenizer, cfg.samples, cfg.temperature, generator=torch.Generator().manual_seed(seed))
-        names = list(zip(drawn, tag_names(drawn, data.train, data.val + data.test)))
+        drawn = sample_names(model, m.data.tokenizer, cfg.samples, cfg.temperature,
+                             generator=torch.Generator().manual_seed(cfg.seed))
+        names = list(zip(drawn, tag_names(drawn, m.data.train, m.data.val + m.data.test)))
     summary = result.summary()
-    write_run(run_dir, config, result, model, data.tokenizer, names)
+    write_run(m.run_dir, m.config, result, model, m.data.tokenizer, names)
     trial.set_user_attr("summary", summary)
     trial.set_user_attr("state", state)
-    trial.set_user_attr("run_dir", f"runs/{run}")
+    trial.set_user_attr("run_dir", f"runs/{m.run_dir.name}")
     if state == "complete":
         values = [summary[OBJECTIVES[o]] for o in plan.objectives]  # val and seconds, never test
         trial.study.tell(trial, values if len(values) > 1 else values[0])
@@ -618,12 +736,14 @@ def _execute(trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path, tr
 
 
 def work(study, plan: Plan, data: Dataset, sweep_dir: Path, url: str, train_fn: Callable | None = None,
-         max_runs: int | None = None, should_stop: Callable[[], bool] | None = None, poll: float = 1.0) -> int:
+         max_runs: int | None = None, should_stop: Callable[[], bool] | None = None, poll: float = 1.0,
+         stack: int = 1) -> int:
     """A worker's loop: claim, run, record, export, until every run of the plan is recorded. Returns the runs it did.
 
     With nothing left to claim it does not leave while runs are in flight elsewhere: it waits, and redoes any whose
     worker dies (on this machine or another), so no point is stranded. should_stop() ends the loop after the current
-    step of the current run, which is queued again.
+    step of the current run, which is queued again. stack: runs claimed at once, those of one shape trained as one
+    stacked model (stacked.py).
     """
     from optuna.trial import TrialState
 
@@ -632,25 +752,24 @@ def work(study, plan: Plan, data: Dataset, sweep_dir: Path, url: str, train_fn: 
     done = 0
     with presence(sweep_dir):
         while (max_runs is None or done < max_runs) and not stopping():
-            claimed = claim(study, plan, sweep_dir, url, grid_choices)
-            if claimed is None:
+            size = stack if max_runs is None else max(1, min(stack, max_runs - done))
+            claimed = claim(study, plan, sweep_dir, url, grid_choices, size)
+            if not claimed:
                 if recover(study, plan, sweep_dir, url):
                     continue
                 if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                     break
                 time.sleep(poll)
                 continue
-            trial, params = claimed
-            state = execute(trial, params, plan, data, sweep_dir, train_fn, should_stop)
-            if state not in ("interrupted", "superseded"):
-                done += 1
+            states = execute_group(claimed, plan, data, sweep_dir, train_fn, should_stop)
+            done += sum(1 for state in states if state not in ("interrupted", "superseded"))
             with sweep_lock(sweep_dir, url, plan.name):
                 export_results(study, sweep_dir)
     return done
 
 
 def _worker_entry(plan_dict: dict, sweep_dir: str, url: str, data_path: str | None, heartbeat: int,
-                  max_chars: int = MAX_CHARS) -> None:
+                  max_chars: int = MAX_CHARS, stack: int = 1) -> None:
     """A worker process: one torch thread, data and torch loaded once, then runs until the plan is used up.
 
     Ctrl-C or SIGTERM: the run in flight stops after its step and is queued again. A system failure (a full disk)
@@ -665,7 +784,7 @@ def _worker_entry(plan_dict: dict, sweep_dir: str, url: str, data_path: str | No
             data = load_dataset(data_path, plan.base.get("split_seed", TrainConfig.split_seed), max_chars)
             study = load_study(plan, url, heartbeat=heartbeat)
             poll = min(5.0, heartbeat / 2) if not url.startswith("journal:") else 1.0
-            work(study, plan, data, Path(sweep_dir), url, should_stop=stop.is_set, poll=poll)
+            work(study, plan, data, Path(sweep_dir), url, should_stop=stop.is_set, poll=poll, stack=stack)
     except OSError as err:
         sys.stderr.write(f"worker {worker_id()}: {os_error_text(err)}: stopped; rerun the same command "
                          "once that is fixed, and its run is redone\n")
@@ -743,8 +862,9 @@ def read_sweep(sweep_dir: Path, storage: str | None = None) -> tuple[Plan, str]:
 
 def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_path: str | None,
               max_chars: int = MAX_CHARS, progress: bool | None = None, say: Callable[[str], None] = print,
-              heartbeat: int = HEARTBEAT_S) -> dict[str, Any]:
-    """Run (or resume, or join) a sweep with `workers` processes on this machine.
+              heartbeat: int = HEARTBEAT_S, stack: int = 1) -> dict[str, Any]:
+    """Run (or resume, or join) a sweep with `workers` processes on this machine, each claiming up to `stack` runs at
+    a time and training those of one shape as one stacked model.
 
     Returns run counts by state, plus "missing" (the plan's points with no finished record, in words), "died"
     (workers that exited abnormally) and "interrupted" (Ctrl-C/SIGTERM stopped it); a caller exits non-zero unless the
@@ -759,12 +879,13 @@ def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_pa
     fixed = reconcile(study, plan, sweep_dir, url)
     total = plan.total_runs()
     say(f"sweep  {plan.name}: {plan.mode}, {total} runs ({len(plan.seeds)} seed{'s' * (len(plan.seeds) > 1)} each), "
-        f"pruner {plan.pruner}, {workers} worker{'s' * (workers > 1)} | storage {redact(url)} | {sweep_dir}")
+        f"pruner {plan.pruner}, {workers} worker{'s' * (workers > 1)}"
+        + (f", stacks of up to {stack}" if stack > 1 else "") + f" | storage {redact(url)} | {sweep_dir}")
     if fixed["redone"]:
         say(f"resume {fixed['redone']} run(s) left running by a dead worker are marked failed and queued again")
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker_entry, args=(plan.to_dict(), str(sweep_dir), url, data.path, heartbeat,
-                                                              max_chars),
+                                                              max_chars, stack),
                          daemon=False) for _ in range(workers)]
     seen: set[int] = {r["trial"] for r in trial_rows(study)}
     bar = None
