@@ -24,13 +24,12 @@ from .data import Batch, Dataset
 from .model import ACTIVATIONS, GPT, NORM_EPS, dropout_noise
 from .optim import NS_COEFFICIENTS, hidden_matrices, lr_at
 from .record import RunResult
-from .train import Run
+from .train import Run, eval_rows
 
 # ModelConfig fields a stack may vary per member: they change values, not tensor shapes or the forward's structure
 MEMBER_MODEL_FIELDS = ("dropout", "init", "init_std")
 # TrainConfig fields every member of a stack shares: one optimizer code path, dtype, precision, data order and split
 SHARED_TRAIN_FIELDS = ("optimizer", "nesterov", "dtype", "autocast", "parity", "split_seed")
-EVAL_TOKENS = 1 << 16  # members x tokens per evaluation chunk: bounds the activations a stacked evaluation holds
 
 
 def stack_key(model_cfg: ModelConfig, cfg: TrainConfig) -> tuple:
@@ -438,7 +437,7 @@ class StackedRun:
         count = 0
         for b in batches:
             rows, width = b.idx.shape
-            chunk = max(1, EVAL_TOKENS // (K * width))
+            chunk = eval_rows(width, self.model.cfg.n_embd, K)
             for i in range(0, rows, chunk):
                 idx, pos = b.idx[i:i + chunk].to(self.device), b.pos[i:i + chunk].to(self.device)
                 targets = b.targets[i:i + chunk].to(self.device)

@@ -443,13 +443,15 @@ def reconcile(study, plan: Plan, sweep_dir: Path, url: str) -> dict[str, int]:
 
 def _shape_first(params: dict) -> tuple:
     """Sort key that queues grid points of one model shape (and optimizer, precision, split) next to each other, so
-    a worker claiming several at once can train them as one stack (stacked.stack_key)."""
+    a worker claiming several at once can train them as one stack (stacked.stack_key), and within a shape those of
+    one batch size, so a stack pads few members' batches to a larger one's rows."""
     from .stacked import MEMBER_MODEL_FIELDS, SHARED_TRAIN_FIELDS
 
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)} - set(MEMBER_MODEL_FIELDS)
     shaping = model_fields | set(SHARED_TRAIN_FIELDS)
-    return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, repr(v))
-                 for k, v in sorted(params.items()) if k in shaping)
+    sortable = lambda v: (0, v, "") if isinstance(v, (int, float)) else (1, 0, repr(v))  # noqa: E731
+    return (tuple(sortable(v) for k, v in sorted(params.items()) if k in shaping),
+            sortable(params.get("batch_size", 0)))
 
 
 def stack_size(plan: Plan, workers: int) -> int:

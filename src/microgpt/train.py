@@ -24,6 +24,17 @@ from .record import RunResult
 
 LOG_SECONDS = 30.0  # a console line at least this often, whatever log_every says: a long run logged to a file shows life
 
+# Activations an evaluation pass holds, in floats: rows are evaluated in chunks whose MLP hidden layer (4 x n_embd per
+# token, per member) stays about this size, cache-sized rather than memory-bound: the train split's loss took 0.71x the
+# time at --preset best and 0.69x at 64 wide against whole 4,096-name batches (BENCHMARKS.md), the same numbers.
+EVAL_FLOATS = 1 << 21
+
+
+def eval_rows(width: int, n_embd: int, members: int = 1) -> int:
+    """Rows of `width` tokens per evaluation chunk (EVAL_FLOATS)."""
+    return max(1, EVAL_FLOATS // (members * width * 4 * n_embd))
+
+
 @torch.no_grad()
 def evaluate(model: GPT, batches: list[Batch]) -> float:
     """Token-weighted mean cross-entropy (nats) over every prediction of every name in batches; restores train mode."""
@@ -31,10 +42,13 @@ def evaluate(model: GPT, batches: list[Batch]) -> float:
     model.eval()
     total, count = 0.0, 0
     for b in batches:
-        logits, _ = model(b.idx, pos=b.pos, mask=b.mask)
-        total += torch.nn.functional.cross_entropy(
-            logits.view(-1, logits.size(-1)), b.targets.view(-1), ignore_index=-1, reduction="sum"
-        ).item()
+        rows = eval_rows(b.idx.size(1), model.cfg.n_embd)
+        for i in range(0, b.idx.size(0), rows):
+            mask = None if b.mask is None else b.mask[i:i + rows]
+            logits, _ = model(b.idx[i:i + rows], pos=b.pos[i:i + rows], mask=mask)
+            total += torch.nn.functional.cross_entropy(
+                logits.view(-1, logits.size(-1)), b.targets[i:i + rows].reshape(-1), ignore_index=-1, reduction="sum"
+            ).item()
         count += b.n_tokens
     model.train(was_training)
     return total / count
