@@ -350,8 +350,7 @@ class StackedRun:
         self.t0 = time.perf_counter()
         for r in runs:  # a member's clock is the stack's
             r.t0 = self.t0
-            r.optimizer = None  # the stacked optimizer holds every member's state
-            r.ema = None
+            r.optimizer = r.ema = None  # the stack's optimizer and average hold every member's state
 
     # --------------------------------------------------------------------------------------------------- training
 
@@ -529,7 +528,8 @@ def train_stacked(
     on_eval = on_eval or [None] * n
     pools = pools or [None] * n
     py_rngs = py_rngs or [None] * n
-    runs = [Run(m, c, data, device, py_rng=rng, pool=pool) for (m, c), pool, rng in zip(configs, pools, py_rngs)]
+    runs = [Run(m, c, data, device, py_rng=rng, pool=pool, own_optimizer=False)
+            for (m, c), pool, rng in zip(configs, pools, py_rngs)]
     stack = StackedRun(runs)
     say = log or (lambda line: None)
     window: list[float] = []

@@ -198,7 +198,7 @@ class Run:
 
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, data: Dataset, device: str | torch.device = "cpu",
                  py_rng: random.Random | None = None, pool: list[list[int]] | None = None,
-                 teacher: torch.nn.Module | None = None):
+                 teacher: torch.nn.Module | None = None, own_optimizer: bool = True):
         model_cfg.validate()
         cfg.validate()
         data.check_block_size(model_cfg.block_size)
@@ -236,8 +236,10 @@ class Run:
         self.model = model.to(device)
         self.model.dropout_generator = self.dropout_generator
         self.model.train()
-        self.optimizer = build_optimizer(self.model, cfg)
-        self.ema = WeightAverage(self.model, cfg.ema) if cfg.ema > 0 else None
+        # own_optimizer=False: a stack (stacked.py) updates this run's weights; torch.optim's first optimizer also
+        # imports torch._dynamo, 2.5 s of a 7 s microgpt-sized run here
+        self.optimizer = build_optimizer(self.model, cfg) if own_optimizer else None
+        self.ema = WeightAverage(self.model, cfg.ema) if cfg.ema > 0 and own_optimizer else None
         self.val_batches = [b.to(device) for b in data.eval_batches("val")]
         self.precision, self.precision_why = resolve_autocast(cfg.autocast, torch.device(device).type, cfg.dtype,
                                                               cfg.parity)
