@@ -25,8 +25,9 @@ from .record import RunResult
 LOG_SECONDS = 30.0  # a console line at least this often, whatever log_every says: a long run logged to a file shows life
 
 # Activations an evaluation pass holds, in floats: rows are evaluated in chunks whose MLP hidden layer (4 x n_embd per
-# token, per member) stays about this size, cache-sized rather than memory-bound: the train split's loss took 0.71x the
-# time at --preset best and 0.69x at 64 wide against whole 4,096-name batches (BENCHMARKS.md), the same numbers.
+# token, per member) stays about this size, cache-sized rather than memory-bound: the train split's loss took 0.69-0.78x
+# the time of whole 4,096-name batches at the default, fast, mid and best presets and 0.98x at makemore's, the same
+# numbers to float rounding (benchmarks/eval_speed.py, BENCHMARKS.md).
 EVAL_FLOATS = 1 << 21
 
 
