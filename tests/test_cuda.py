@@ -32,3 +32,19 @@ def test_cli_on_cuda(tmp_path, names_path):
     assert main(["train", "--data", str(names_path), "-s", "20", "--eval-every", "10", "--device", "cuda",
                  "--out-dir", str(tmp_path), "--name", "g", "-b", "8"]) == 0
     assert main(["sample", str(tmp_path / "g"), "-n", "3", "--device", "cuda"]) == 0
+
+
+def test_stacked_members_on_cuda_match_their_runs_alone(names_data):
+    import dataclasses
+
+    from microgpt.stacked import train_stacked
+
+    model_cfg = ModelConfig(n_embd=32, n_layer=2, dropout=0.0)
+    base = TrainConfig(steps=30, batch_size=8, eval_every=10, dtype="float64")
+    configs = [(model_cfg, dataclasses.replace(base, seed=s, lr=lr)) for s, lr in ((1, 0.01), (2, 0.003))]
+    stacked = train_stacked(configs, names_data, device="cuda")
+    for (m, c), (model, result) in zip(configs, stacked):
+        _, alone = train(m, c, names_data, device="cuda")
+        assert next(model.parameters()).device.type == "cuda"
+        assert [h["loss"] for h in result.history] == pytest.approx([h["loss"] for h in alone.history], abs=1e-9)
+        assert result.test_loss == pytest.approx(alone.test_loss, abs=1e-9)
