@@ -139,7 +139,18 @@ def test_cli_seeds_writes_one_run_directory_per_seed(tmp_path, names_path, capsy
     assert summaries[1]["test_loss"] == pytest.approx(alone["test_loss"], abs=TOL)
 
 
+def test_cli_seeds_ensemble_measures_the_stack_as_one_model(tmp_path, names_path, capsys):
+    import json
+
+    assert main(["train", "--data", str(names_path), "-s", "20", "-b", "4", "--out-dir", str(tmp_path), "--name", "e",
+                 "--seeds", "2", "--ensemble", "--samples", "3"]) == 0
+    summary = json.loads((tmp_path / "e" / "ensemble" / "summary.json").read_text())
+    members = [json.loads((tmp_path / "e" / s / "summary.json").read_text()) for s in ("s1337", "s1338")]
+    assert summary["state"] == "complete" and summary["val_loss"] <= max(m["val_loss"] for m in members)
+
+
 @pytest.mark.parametrize("flags,message", [(["--seeds", "0"], "--seeds must be >= 1, got 0"),
+                                           (["--ensemble"], "add --seeds"),
                                            (["--seeds", "2", "--resume", "x"], "drop --seeds")])
 def test_cli_seeds_bad_input(tmp_path, names_path, capsys, flags, message):
     assert main(["train", "--data", str(names_path), "--out-dir", str(tmp_path), *flags]) == 2

@@ -94,6 +94,9 @@ def build_parser() -> Parser:
                    help="train K runs of this configuration, seeds --seed, --seed+1, ..., as one stacked model in one "
                         "process (each its own run directory under --out-dir/<name>/s<seed>/), then their mean +- sd; "
                         "no resume checkpoints: an interrupted stack is rerun (default: one run)")
+    p.add_argument("--ensemble", action="store_true",
+                   help="with --seeds: then measure the K runs as one ensemble (mean of their probabilities), as "
+                        "`microgpt ensemble` does, into --out-dir/<name>/ensemble/ (default: off)")
     p.add_argument("--tensorboard", metavar="DIR",
                    help="when the run ends (or is interrupted), write its train/loss, val/loss and lr per step as "
                         "TensorBoard events into DIR/<run name>/ (view: tensorboard --logdir DIR); needs "
@@ -231,6 +234,8 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     overrides = {f.name: getattr(args, f.name) for f in run_fields() if getattr(args, f.name) is not None}
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.ensemble and (args.seeds or 1) < 2:
+        raise UsageError("--ensemble measures the runs of --seeds K (K >= 2) as one model: add --seeds")
     if args.resume:
         if args.seeds is not None:
             raise UsageError("--resume continues one run; stacked --seeds runs keep no resume checkpoint: drop --seeds")
@@ -463,6 +468,13 @@ def train_seeds(args: argparse.Namespace, argv: list[str], model_cfg: ModelConfi
             sd = statistics.stdev(values) if len(values) > 1 else 0.0
             print(f"{what[:-5]:<6} mean {statistics.fmean(values):.4f} +- {sd:.4f} (sd over {len(values)} seeds)")
     print(f"stack  {len(seeds)} runs in {wall:.1f} s | runs {parent}")
+    if args.ensemble:
+        from . import ensemble
+
+        done = [str(d) for d, r in zip(run_dirs, results) if r.best_val is not None]
+        return ensemble.run(argparse.Namespace(
+            run_dirs=done, combine="prob", samples=cfg.samples, temperature=cfg.temperature, seed=0, data=None,
+            threads=args.threads, out_dir=str(parent), name="ensemble"), ["ensemble", *done])
     return 0
 
 
