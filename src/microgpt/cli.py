@@ -346,8 +346,6 @@ def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: Train
     If the records cannot be written (a full disk), a run directory that holds a resume checkpoint is kept for
     --resume, and one without is removed rather than left half-written.
     """
-    import torch
-
     from .augment import synthetic_pool
     from .rundir import RESUME_FILE, save_resume
     from .sample import tag_shares
