@@ -133,6 +133,12 @@ def test_cli_seeds_writes_one_run_directory_per_seed(tmp_path, names_path, capsy
     summaries = [json.loads((p / "summary.json").read_text()) for p in runs]
     assert all(s["state"] == "complete" and (p / "model.pt").is_file() for s, p in zip(summaries, runs))
     assert [json.loads((p / "config.json").read_text())["train"]["seed"] for p in runs] == [5, 6, 7]
+    stacks = {json.loads((p / "config.json").read_text())["stack"]["id"] for p in runs}
+    assert len(stacks) == 1
+    assert main(["report", str(tmp_path / "stack"), "-o", str(tmp_path / "report")]) == 0
+    overview = (tmp_path / "report" / "report.md").read_text()
+    total = max(s["wall_seconds"] for s in summaries)  # the stack's clock, once, not three members' sum
+    assert f"Total wall time {total:.1f} s" in overview and "each of the 1 stacks" in overview
     assert main([*args, "--seed", "6", "--name", "alone"]) == 0  # the s6 member is the run of seed 6 alone
     alone = json.loads((tmp_path / "alone" / "summary.json").read_text())
     assert summaries[1]["val_loss"] == pytest.approx(alone["val_loss"], abs=TOL)
@@ -156,3 +162,9 @@ def test_cli_seeds_bad_input(tmp_path, names_path, capsys, flags, message):
     assert main(["train", "--data", str(names_path), "--out-dir", str(tmp_path), *flags]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and not any(tmp_path.iterdir())
+
+
+def test_stack_seconds_counts_a_stack_once():
+    from microgpt.record import stack_seconds
+
+    assert stack_seconds([("", 2.0), ("a", 10.0), ("a", 10.5), ("b", 3.0), ("", 1.0)]) == 2.0 + 10.5 + 3.0 + 1.0

@@ -430,13 +430,14 @@ def train_seeds(args: argparse.Namespace, argv: list[str], model_cfg: ModelConfi
     configs = [(model_cfg, dataclasses.replace(cfg, seed=s)) for s in seeds]
     parent = new_run_dir(args.out_dir, args.name, prefix=args.preset or "train")
     run_dirs = [parent / f"s{s}" for s in seeds]
+    stack_id = f"{parent.name}-{random.getrandbits(32):08x}"  # what the members' records share: one clock
     records = []
     try:
         for run_dir, (m, c) in zip(run_dirs, configs):
             run_dir.mkdir()
             config = run_config(m, c, data, device, ["microgpt", *argv])
             config["autocast"] = dict(zip(("chosen", "why"), resolve_autocast(c.autocast, device, c.dtype, c.parity)))
-            config["stack"] = {"members": len(seeds), "seeds": seeds}
+            config["stack"] = {"id": stack_id, "members": len(seeds), "seeds": seeds}
             write_json(run_dir / "config.json", config)
             records.append(config)
     except BaseException:

@@ -26,7 +26,7 @@ from .data import Dataset, load_dataset
 from .files import write_atomic
 from .model import GPT
 from .protocol import tag_names, tag_shares, tier_of
-from .record import RunResult
+from .record import RunResult, stack_seconds
 from .rundir import cpu_info, git_commit, load_checkpoint, metrics_csv, new_run_dir, read_json, write_json
 from .sample import sample_names
 from .train import evaluate
@@ -297,14 +297,16 @@ def ensemble_result(choice: Choice, measured: Measured, combine: str, seconds: f
 
 
 def members_cost(members: list[Member]) -> tuple[float, float]:
-    """Sums of the members' train and wall seconds from their summary.json (0 where one has none); nothing else of
-    it is read."""
-    train = wall = 0.0
+    """The members' train and wall seconds from their summary.json (0 where one has none; nothing else of it is
+    read), summed, members trained as one stack counting the stack's once (record.stack_seconds)."""
+    train, wall = [], []
     for m in members:
         summary = read_json(m.run_dir / "summary.json") if (m.run_dir / "summary.json").is_file() else {}
-        train += _seconds(summary.get("train_seconds"))
-        wall += _seconds(summary.get("wall_seconds"))
-    return train, wall
+        stack = m.config.get("stack")
+        stack_id = str(stack.get("id", "")) if isinstance(stack, dict) else ""
+        train.append((stack_id, _seconds(summary.get("train_seconds"))))
+        wall.append((stack_id, _seconds(summary.get("wall_seconds"))))
+    return stack_seconds(train), stack_seconds(wall)
 
 
 def _seconds(value) -> float:

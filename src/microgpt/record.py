@@ -48,7 +48,9 @@ SETTINGS: dict[str, type] = {f.name: type(f.default) for cls in (ModelConfig, Tr
 
 # A sweep's results.csv: who the run is, then every setting, then every figure.
 RUN_COLUMNS = ("run", "trial", "config", "seed", "state", "error")
-RESULTS_COLUMNS = (*RUN_COLUMNS, *(s for s in SETTINGS if s != "seed"), *FIGURES, "run_dir")
+# "stack": the id shared by runs trained as one stacked model (stacked.py), whose wall seconds are the stack's: each
+# member's own latency, so a sum of runs' times counts a stack once (stack_seconds).
+RESULTS_COLUMNS = (*RUN_COLUMNS, *(s for s in SETTINGS if s != "seed"), *FIGURES, "run_dir", "stack")
 METRICS_COLUMNS = ("step", "lr", "loss", "val_loss", "elapsed_s")  # metrics.csv: one row per step
 
 
@@ -139,3 +141,14 @@ def parse_figure(value: Any, strict: bool = False) -> float | None:
         if strict:
             raise ValueError(f"{value!r} is not a number") from None
         return None
+
+
+def stack_seconds(runs: list[tuple[str, float]]) -> float:
+    """Machine time of runs given as (stack id or "", seconds): a run alone counts its seconds, the members of one
+    stack count the stack's once (the longest member's: they share one clock)."""
+    alone = sum(seconds for stack, seconds in runs if not stack)
+    stacks: dict[str, float] = {}
+    for stack, seconds in runs:
+        if stack:
+            stacks[stack] = max(stacks.get(stack, 0.0), seconds)
+    return alone + sum(stacks.values())

@@ -595,6 +595,11 @@ def execute_group(claimed: list, plan: Plan, data: Dataset, sweep_dir: Path, tra
             beating.enter_context(heartbeat(claimed[i][0].study, claimed[i][0]))
         for indices in stacks.values():
             group = [members[i] for i in indices]
+            if len(group) > 1:  # the members' records say they shared one stack, and so one clock
+                stack = {"id": uuid.uuid4().hex[:12], "members": len(group)}
+                for m in group:
+                    m.config["stack"] = stack
+                    m.trial.set_user_attr("stack", stack["id"])
             if should_stop is not None and should_stop():
                 outcomes: list = [None] * len(group)  # not started: queued again below
             else:
@@ -827,6 +832,7 @@ def trial_rows(study) -> list[dict]:
         for k in FIGURES:
             row[k] = summary.get(k, "")
         row["run_dir"] = ua.get("run_dir", "")
+        row["stack"] = ua.get("stack", "")
         rows.append(row)
     return rows
 

@@ -33,6 +33,7 @@ class Run:
     dir: Path | None              # its run directory, when there is one
     error: str = ""
     data: str = ""                # which data it trained on: config.json's sha256, else its sweep or directory
+    stack: str = ""               # the id of the stack it trained in (stacked.py), "" for a run alone
 
     def __post_init__(self) -> None:
         # loss_drop_per_second: val loss gained over the uniform start ln(vocab_size), per second of training
@@ -152,8 +153,10 @@ def read_run_dir(path: Path, records: Records) -> Run | None:
         settings = {k: v for k, v in values.items() if k in SETTINGS and k not in NOT_CONFIG}
     data = (config or {}).get("data")
     figures = {k: parse_figure(summary.get(k)) for k in FIGURES}
+    stack = (config or {}).get("stack")
     return Run(path.name, str(path.parent), "", (config or {}).get("seed"), state_of(summary), settings, figures, path,
-               summary.get("stop_reason") or "", str(data.get("sha256") or "") if isinstance(data, dict) else "")
+               summary.get("stop_reason") or "", str(data.get("sha256") or "") if isinstance(data, dict) else "",
+               str(stack.get("id", "")) if isinstance(stack, dict) else "")
 
 
 def read_sweep(path: Path, records: Records) -> None:
@@ -208,7 +211,8 @@ def _sweep_run(sweep: Sweep, cells: dict[str, str]) -> Run:
     seed = int(float(cells["seed"])) if cells.get("seed") else None
     run_dir = sweep.path / cells["run_dir"] if cells.get("run_dir") else None
     return Run(cells["run"], sweep.name, cells["config"], seed, state_of(cells), settings, figures, run_dir,
-               cells.get("error", ""))  # one sweep, one dataset: its source names the data
+               cells.get("error", ""), stack=f"{sweep.name}:{cells['stack']}" if cells.get("stack") else "")
+    # one sweep, one dataset: its source names the data
 
 
 def _read_json(path: Path, records: Records) -> dict | None:

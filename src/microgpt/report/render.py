@@ -16,7 +16,7 @@ from .. import stats
 from ..config import UsageError
 from ..files import write_atomic
 from ..protocol import TAGS, TIERS, tag_shares, tier_of
-from ..record import STATES
+from ..record import STATES, stack_seconds
 from . import figures, hypotheses
 from .records import FIGURES, Records, Run, read_samples
 from .tables import (ABLATION_MAX_CHANGES, Configuration, ablations, cell_means, differences, find_baseline, group,
@@ -97,13 +97,16 @@ def change(baseline: Configuration, config: Configuration, changed: list[str]) -
 def overview(records: Records, configs: list[Configuration], baseline: Configuration | None, how: str) -> Section:
     counts = {s: sum(r.state == s for r in records.runs) for s in {*STATES, *(r.state for r in records.runs)}}
     states = [s for s in STATES if counts[s]] + sorted(s for s in counts if s not in STATES and counts[s])
-    walls = [r.figures["wall_seconds"] for r in records.runs if r.figures.get("wall_seconds") is not None]
+    timed = [(r.stack, r.figures["wall_seconds"]) for r in records.runs if r.figures.get("wall_seconds") is not None]
+    stacks = len({stack for stack, _ in timed if stack})
     order = ranked(configs)
     blocks: list = [[f"sweep {s.name}: mode {s.plan.get('mode', '?')}, seeds {s.plan.get('seeds', '?')}, pruner "
                      f"{s.plan.get('pruner', '?')} ({s.path})" for s in records.sweeps]] if records.sweeps else []
     blocks += [Table(["state", "runs"], [[s, counts[s]] for s in states] + [["all", len(records.runs)]]),
-               f"{len(configs)} configurations. Total wall time {sum(walls):.1f} s ({sum(walls) / 3600:.2f} h) over the "
-               f"{len(walls)} runs that recorded one. Only complete runs enter the loss statistics."]
+               f"{len(configs)} configurations. Total wall time {stack_seconds(timed):.1f} s "
+               f"({stack_seconds(timed) / 3600:.2f} h) over the {len(timed)} runs that recorded one"
+               + (f", each of the {stacks} stacks of runs trained as one model counted once" if stacks else "")
+               + ". Only complete runs enter the loss statistics."]
     if order:
         best, test = order[0], order[0].spread("test_loss")
         blocks.append(f"Best configuration (lowest mean val loss): {best.label} — val "
