@@ -405,7 +405,7 @@ class StackedRun:
                     self.ema[n].lerp_(p.detach(), self.optimizer.column([1.0 - x for x in d], p))
         self.step = step + 1
         out: list[float | None] = []
-        for r, lr, value, ok, (rows, width), n in zip(members, lrs, values, finite, batch.shapes, batch.n_tokens.tolist()):
+        for r, lr, value, ok, n in zip(members, lrs, values, finite, batch.n_tokens.tolist()):
             if not ok:
                 r.state, r.diverged_step = "diverged", step + 1
                 r.stop_reason = f"batch loss became {value} at step {step + 1}"
