@@ -153,6 +153,12 @@ def test_cli_seeds_ensemble_measures_the_stack_as_one_model(tmp_path, names_path
     summary = json.loads((tmp_path / "e" / "ensemble" / "summary.json").read_text())
     members = [json.loads((tmp_path / "e" / s / "summary.json").read_text()) for s in ("s1337", "s1338")]
     assert summary["state"] == "complete" and summary["val_loss"] <= max(m["val_loss"] for m in members)
+    own = json.loads((tmp_path / "e" / "ensemble" / "config.json").read_text())["ensemble"]["seconds"]
+    stack_wall = max(m["wall_seconds"] for m in members)  # the two members share one clock: counted once
+    assert summary["wall_seconds"] == pytest.approx(stack_wall + own)
+    assert main(["report", str(tmp_path / "e"), "-o", str(tmp_path / "report")]) == 0
+    overview = (tmp_path / "report" / "report.md").read_text()
+    assert f"Total wall time {stack_wall + own:.1f} s" in overview  # the ensemble's members are not counted twice
 
 
 @pytest.mark.parametrize("flags,message", [(["--seeds", "0"], "--seeds must be >= 1, got 0"),

@@ -34,6 +34,7 @@ class Run:
     error: str = ""
     data: str = ""                # which data it trained on: config.json's sha256, else its sweep or directory
     stack: str = ""               # the id of the stack it trained in (stacked.py), "" for a run alone
+    own_seconds: float | None = None  # an ensemble's: its command's own time (its wall_seconds adds its members')
 
     def __post_init__(self) -> None:
         # loss_drop_per_second: val loss gained over the uniform start ln(vocab_size), per second of training
@@ -154,9 +155,11 @@ def read_run_dir(path: Path, records: Records) -> Run | None:
     data = (config or {}).get("data")
     figures = {k: parse_figure(summary.get(k)) for k in FIGURES}
     stack = (config or {}).get("stack")
+    ensemble = (config or {}).get("ensemble")
+    own = parse_figure(ensemble.get("seconds")) if isinstance(ensemble, dict) else None
     return Run(path.name, str(path.parent), "", (config or {}).get("seed"), state_of(summary), settings, figures, path,
                summary.get("stop_reason") or "", str(data.get("sha256") or "") if isinstance(data, dict) else "",
-               str(stack.get("id", "")) if isinstance(stack, dict) else "")
+               str(stack.get("id", "")) if isinstance(stack, dict) else "", own)
 
 
 def read_sweep(path: Path, records: Records) -> None:

@@ -97,7 +97,10 @@ def change(baseline: Configuration, config: Configuration, changed: list[str]) -
 def overview(records: Records, configs: list[Configuration], baseline: Configuration | None, how: str) -> Section:
     counts = {s: sum(r.state == s for r in records.runs) for s in {*STATES, *(r.state for r in records.runs)}}
     states = [s for s in STATES if counts[s]] + sorted(s for s in counts if s not in STATES and counts[s])
-    timed = [(r.stack, r.figures["wall_seconds"]) for r in records.runs if r.figures.get("wall_seconds") is not None]
+    # machine time: a stack's clock once (its members share it), an ensemble's own command only (its wall_seconds is
+    # its members' cost, which their own records count where they are read too)
+    timed = [(r.stack, r.own_seconds if r.own_seconds is not None else r.figures["wall_seconds"])
+             for r in records.runs if r.own_seconds is not None or r.figures.get("wall_seconds") is not None]
     stacks = len({stack for stack, _ in timed if stack})
     order = ranked(configs)
     blocks: list = [[f"sweep {s.name}: mode {s.plan.get('mode', '?')}, seeds {s.plan.get('seeds', '?')}, pruner "
