@@ -558,6 +558,9 @@ def test_grid_points_of_one_shape_are_queued_together(tmp_path):
     assert widths == [8] * 4 + [16] * 4
     assert stack_size(plan, 2) == 4 and stack_size(plan, 16) == 1
     assert stack_size(plan_from_dict({"name": "t", "mode": "tpe", "trials": 40, "space": {"lr": "1e-3:1e-2"}}), 2) == 4
+    timed = plan_from_dict({"name": "s", "mode": "tpe", "trials": 40, "objectives": ["val", "seconds"],
+                            "space": {"lr": "1e-3:1e-2"}})
+    assert stack_size(timed, 2) == 1  # a speed search times each run alone
 
 
 def test_pruning_stops_members_of_a_stacked_tpe_search(tmp_path, names_data):
@@ -569,3 +572,12 @@ def test_pruning_stops_members_of_a_stacked_tpe_search(tmp_path, names_data):
     assert len(rows) == 12 and any(r["state"] == "pruned" for r in rows) and any(r["state"] == "complete" for r in rows)
     pruned = [r for r in rows if r["state"] == "pruned"]
     assert all(int(r["steps_done"]) < 60 for r in pruned)  # stopped early while the rest of its stack went on
+
+
+def test_a_speed_search_refuses_stacks(tmp_path, names_path, capsys):
+    from microgpt.cli import main
+
+    plan = Path(__file__).resolve().parents[1] / "plans" / "fast.toml"
+    assert main(["sweep", str(plan), "--stack", "2", "--data", str(names_path), "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "share one clock: use --stack 1" in err and err.count("\n") == 1 and not any(tmp_path.iterdir())

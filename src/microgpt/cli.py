@@ -612,6 +612,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         stack = stack_size(plan, workers)
     elif args.stack.isdigit() and int(args.stack) >= 1:
         stack = int(args.stack)
+        if stack > 1 and "seconds" in plan.objectives:
+            raise UsageError(f"--stack {stack}: plan {plan.name} searches for speed (objective seconds), which needs "
+                             "each run timed alone, but a stack's members share one clock: use --stack 1 (or auto)")
     else:
         raise UsageError(f"--stack must be a positive integer or auto, got {args.stack!r}")
     outcome = run_sweep(plan, Path(args.out_dir), args.storage, workers, args.data, args.max_chars,

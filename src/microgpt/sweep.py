@@ -457,7 +457,10 @@ def _shape_first(params: dict) -> tuple:
 def stack_size(plan: Plan, workers: int) -> int:
     """--stack auto: enough runs per worker to share the stack's per-step overhead (up to 16, where 64 microgpt-sized
     members still gained: BENCHMARKS.md), but no more than an even share of the plan, so no worker is left with
-    all the work; TPE learns from finished runs, so it proposes at most 4 at a time."""
+    all the work; TPE learns from finished runs, so it proposes at most 4 at a time. A plan that searches for speed
+    (a seconds objective) times every run alone: a stack's members share one clock."""
+    if "seconds" in plan.objectives:
+        return 1
     share = math.ceil(plan.total_runs() / max(1, workers))
     return max(1, min(4 if plan.mode == "tpe" else 16, share))
 
