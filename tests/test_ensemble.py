@@ -250,3 +250,26 @@ def test_choices_never_read_test(runs, tmp_path, monkeypatch, names_data, capsys
     model_cfg, cfg = _tiny_train(names_data, distill_from=str(runs / "s1"))
     train(model_cfg, cfg, names_data, teacher=load_teacher(str(runs / "s1"), names_data))
     assert log.splits == ["val"] * 3 + ["test", "train"]
+
+
+def test_a_sweep_distils_each_point_alone_and_refuses_a_foreign_teacher(runs, names_data, tmp_path):
+    import csv
+
+    from microgpt.plan import plan_from_dict
+    from microgpt.sweep import load_study, prepare, reconcile, work
+
+    base = {"steps": 20, "eval_every": 10, "samples": 0, "batch_size": 8, "n_embd": 16}
+    plan = plan_from_dict({"name": "d", "base": base, "grid": {
+        "distill_mix": [0.0, 0.5], "distill_from": [str(runs / "s1"), str(runs / "split1")]}})
+    sweep_dir, url = prepare(plan, tmp_path, None)
+    study = load_study(plan, url)
+    reconcile(study, plan, sweep_dir, url)
+    work(study, plan, names_data, sweep_dir, url, stack=4)  # distilled runs never share a stack
+    rows = list(csv.DictReader(open(sweep_dir / "results.csv")))
+    states = {(r["distill_from"].rsplit("/", 1)[-1], r["distill_mix"]): r["state"] for r in rows}
+    assert states == {("s1", "0.0"): "complete", ("s1", "0.5"): "complete",
+                      ("split1", "0.0"): "invalid", ("split1", "0.5"): "invalid"}
+    assert all("split seed" in r["error"] for r in rows if r["state"] == "invalid")
+    plain = next(r for r in rows if r["state"] == "complete" and r["distill_mix"] == "0.0")
+    mixed = next(r for r in rows if r["state"] == "complete" and r["distill_mix"] == "0.5")
+    assert plain["val_loss"] != mixed["val_loss"]

@@ -563,6 +563,7 @@ class Member:
     run_dir: Path
     config: dict
     dead: bool = False  # its trial was declared dead (and queued again) while it trained
+    teacher: Any = None  # the ensemble of cfg.distill_from, loaded and checked at setup
 
 
 def execute(
@@ -591,8 +592,8 @@ def execute_group(claimed: list, plan: Plan, data: Dataset, sweep_dir: Path, tra
         else:
             members[i] = member
     stacks: dict[tuple, list[int]] = {}
-    for i, m in members.items():
-        stacks.setdefault((stack_key(m.model_cfg, m.cfg), m.cfg.split_seed), []).append(i)
+    for i, m in members.items():  # a distilled run trains alone: a stack does not distil (yet)
+        stacks.setdefault((stack_key(m.model_cfg, m.cfg), i if m.cfg.distill_from else -1), []).append(i)
     with contextlib.ExitStack() as beating:
         for i in members:
             beating.enter_context(heartbeat(claimed[i][0].study, claimed[i][0]))
@@ -635,11 +636,14 @@ def _setup(trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path) -> M
     run = f"{trial.number:04d}-{cid}-s{seed}"
     trial.set_user_attr("run", run)
     overrides = {**plan.base, **params, "seed": seed}
+    teacher = None
     try:
         model_cfg, cfg = resolve(overrides, plan.preset, data.tokenizer.vocab_size, data.max_len + 1)
         data.check_block_size(model_cfg.block_size)
-        if cfg.distill_from:
-            raise UsageError("sweeps do not distil yet: drop distill_from from the plan")
+        if cfg.distill_from:  # a teacher from other data or another split is this point's input error
+            from .ensemble import load_teacher
+
+            teacher = load_teacher(cfg.distill_from, data.with_split(cfg.split_seed))
     except UsageError as err:
         trial.set_user_attr("state", "invalid")
         trial.set_user_attr("error", str(err))
@@ -654,7 +658,7 @@ def _setup(trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path) -> M
     run_dir.mkdir(parents=True, exist_ok=True)
     config = run_config(model_cfg, cfg, data, "cpu", ["microgpt", "sweep", plan.name, f"trial {trial.number}"])
     write_json(run_dir / "config.json", config)
-    return Member(trial, model_cfg, cfg, data, run_dir, config)
+    return Member(trial, model_cfg, cfg, data, run_dir, config, teacher=teacher)
 
 
 def _on_eval(m: Member, plan: Plan) -> Callable[[int, float], bool]:
@@ -689,6 +693,8 @@ def _train_group(group: list[Member], plan: Plan, train_fn: Callable | None,
             kwargs: dict[str, Any] = {"should_stop": should_stop} if should_stop is not None else {}
             if pools[0] is not None:
                 kwargs["pool"] = pools[0]
+            if m.teacher is not None:
+                kwargs["teacher"] = m.teacher
             return [(train_fn or default_train)(m.model_cfg, m.cfg, m.data, on_eval=_on_eval(m, plan), **kwargs)]
         return train_stacked([(m.model_cfg, m.cfg) for m in group], group[0].data,
                              on_eval=[_on_eval(m, plan) for m in group], should_stop=should_stop, pools=pools)
