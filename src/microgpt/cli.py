@@ -448,6 +448,7 @@ def train_seeds(args: argparse.Namespace, argv: list[str], model_cfg: ModelConfi
     py_rngs = [random.Random(c.seed) if c.parity else None for _, c in configs]
     with stop_requests() as stop:
         trained = train_stacked(configs, data, device=device, log=print, should_stop=stop.is_set, py_rngs=py_rngs,
+                                progress=sys.stderr.isatty(),
                                 pools=[synthetic_pool(data, c) if c.synthetic else None for _, c in configs])
     fmt = lambda x: "  -   " if x is None else f"{x:.4f}"  # noqa: E731
     for run_dir, config, (_, c), (model, result), rng in zip(run_dirs, records, configs, trained, py_rngs):

@@ -516,13 +516,14 @@ def train_stacked(
     should_stop: Callable[[], bool] | None = None,
     pools: list[list[list[int]] | None] | None = None,
     py_rngs: list[random.Random | None] | None = None,
+    progress: bool = False,
 ) -> list[tuple[GPT, RunResult]]:
     """Train these runs as one stack (stack_key equal for all); return each one's model (val-selected weights) and
     RunResult, in order: what train() returns for each alone, to float32 rounding.
 
     on_eval[i](step, val) runs after member i's evaluations; True stops that member only (pruned). should_stop()
     ends every member's run as "interrupted" (no resume checkpoints for stacks: rerun them). pools[i]: member i's
-    synthetic names, as train()'s pool.
+    synthetic names, as train()'s pool. progress: a tqdm bar over the longest member's steps.
     """
     n = len(configs)
     on_eval = on_eval or [None] * n
@@ -532,6 +533,12 @@ def train_stacked(
             for (m, c), pool, rng in zip(configs, pools, py_rngs)]
     stack = StackedRun(runs)
     say = log or (lambda line: None)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=max(c.steps for _, c in configs), leave=False, unit="step", dynamic_ncols=True)
+        say = bar.write
     window: list[float] = []
     t_line, evals_s = time.perf_counter(), 0.0
     last_line_step = 0
@@ -566,6 +573,10 @@ def train_stacked(
                     r.state, r.stop_reason = "interrupted", f"interrupted after step {r.step}"
             leaving = set(range(len(members)))
         stack.drop(leaving)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     results = stack.finish()
     return [(r.model, result) for r, result in zip(runs, results)]
 
