@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .config import ModelConfig, TrainConfig, UsageError
 from .data import Batch, Dataset
-from .model import ACTIVATIONS, GPT, NORM_EPS, dropout_noise
+from .model import ACTIVATIONS, GPT, NORM_EPS, attention, dropout_noise
 from .optim import NS_COEFFICIENTS, hidden_matrices, lr_at
 from .record import RunResult
 from .train import Run, eval_rows
@@ -162,13 +162,7 @@ class StackedGPT:
             k = F.rms_norm(k, (k.size(-1),), eps=NORM_EPS)
         flat_mask = None if mask is None else mask.reshape(K * R, 1, W, W)
         multipliers = noise("attn", (K, R, nh, W, W), x.dtype) if noise is not None else None  # GPT's dtype choice
-        if multipliers is None:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=flat_mask, is_causal=flat_mask is None)
-        else:
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))
-            allowed = flat_mask if flat_mask is not None else torch.ones(W, W, dtype=torch.bool, device=x.device).tril()
-            att = att.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
-            y = (att * multipliers.reshape(K * R, nh, W, W)) @ v
+        y = attention(q, k, v, flat_mask, None if multipliers is None else (lambda shape: multipliers.reshape(shape)))
         y = y.transpose(1, 2).reshape(K, R, W, C)
         return self.dropped(self.linear(params[p + "c_proj.weight"], y), "resid", noise)
 
