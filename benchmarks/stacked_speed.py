@@ -6,10 +6,13 @@ Goals (the "many runs in one process" issue), each a ratio measured here, on thi
   makemore  4 seeds of --preset makemore with --seeds 4  <= 0.6x the four run one after another
   runner    the seed's runner grid (plans/runner.toml, 64 runs x 500 steps, 2 workers) with --stack auto  <= 0.25x
             the same sweep with --stack 1
+  gpu       (a GPU only) --preset best's step, in this process: one run against stacks of K members (--gpu-members),
+            dropout masks each member's own against one shared draw; per step, over --gpu-steps after a warm-up
 Prints the CPU's flags (what decides these kernels' speed) and each measurement's median over --repeats.
 
 Usage: python benchmarks/stacked_speed.py [--data PATH] [--repeats 1] [--only seeds,makemore,runner]
                                           [--makemore-steps 10000]
+       python benchmarks/stacked_speed.py --only gpu [--gpu-members 1,8,16,32] [--gpu-steps 200]
 """
 
 from __future__ import annotations
@@ -50,17 +53,61 @@ def median_of(repeats: int, measure) -> float:
     return statistics.median(measure(i) for i in range(repeats))
 
 
+def gpu_steps(data_path: str, members: list[int], steps: int, device: str = "cuda") -> None:
+    """ms per step of --preset best on the GPU: train.Run alone, then StackedRun of K members (seeds 0..K-1), with
+    each masks source; each after 20 warm-up steps, timed to the step's end (its losses come back to the host)."""
+    import torch
+
+    from microgpt.config import resolve
+    from microgpt.data import load_dataset
+    from microgpt.stacked import StackedRun
+    from microgpt.train import Run
+
+    data = load_dataset(data_path)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    print(f"{torch.cuda.get_device_name() if device == 'cuda' else device}, torch {torch.__version__}; --preset best, {steps} steps after 20")
+
+    def timed_steps(step) -> float:
+        for _ in range(20):
+            step()
+        sync()
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync()
+        return 1000 * (time.perf_counter() - t) / steps
+
+    def runs(k: int) -> list:
+        return [Run(*resolve({"seed": s, "samples": 0}, "best", data.tokenizer.vocab_size, data.max_len + 1), data,
+                    device, own_optimizer=k == 1) for s in range(k)]
+
+    alone = timed_steps(runs(1)[0].train_step)
+    print(f"gpu       one run (train.Run): {alone:.2f} ms/step")
+    for k in members:
+        for masks in ("shared", "own"):
+            if masks == "own" and k > 16:
+                continue  # one draw per member and site: the slow path this measures, at sizes that still finish
+            ms = timed_steps(StackedRun(runs(k), masks).train_step)
+            print(f"gpu       stack of {k:>2} ({masks} masks): {ms:.2f} ms/step = {ms / alone:.2f}x one run, "
+                  f"{ms / alone / k:.3f}x per member")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("MICROGPT_DATA"), help="names.txt (default $MICROGPT_DATA)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--only", default="seeds,makemore,runner")
+    parser.add_argument("--gpu-members", default="1,8,16,32")
+    parser.add_argument("--gpu-steps", type=int, default=200)
     parser.add_argument("--makemore-steps", type=int, default=10000,
                         help="steps of each makemore run (the preset's 10,000 by default; fewer for a quicker figure)")
     args = parser.parse_args()
     if not args.data:
         raise SystemExit("pass --data PATH or set MICROGPT_DATA")
     only = set(args.only.split(","))
+    if "gpu" in only:
+        gpu_steps(args.data, [int(k) for k in args.gpu_members.split(",")], args.gpu_steps)
+        only.discard("gpu")
     print(f"CPU flags: {cpu_flags()}; one torch thread per process; median of {args.repeats}")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)

@@ -125,6 +125,9 @@ def test_cuda_when_absent(tmp_path, capsys, names_path):
         pytest.skip("a CUDA device is present; tests/test_cuda.py exercises it")
     code, _, err = run(capsys, "train", "--data", str(names_path), "--device", "cuda", "--out-dir", str(tmp_path / "r"))
     assert code == 2 and "no CUDA device" in err and not (tmp_path / "r").exists()
+    code, _, err = run(capsys, "sweep", "--data", str(names_path), "--grid", "lr=0.01,0.02", "-s", "5", "--device",
+                       "cuda", "--out-dir", str(tmp_path / "s"))
+    assert code == 2 and "no CUDA device" in err and err.count("\n") == 1 and not (tmp_path / "s").exists()
 
 
 def test_help_and_flag_errors_import_no_torch():

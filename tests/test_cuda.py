@@ -48,3 +48,17 @@ def test_stacked_members_on_cuda_match_their_runs_alone(names_data):
         assert next(model.parameters()).device.type == "cuda"
         assert [h["loss"] for h in result.history] == pytest.approx([h["loss"] for h in alone.history], abs=1e-9)
         assert result.test_loss == pytest.approx(alone.test_loss, abs=1e-9)
+
+
+def test_sweep_stacks_on_cuda(tmp_path, names_path):
+    """`microgpt sweep --device cuda`: the runs train on the GPU, as one stack with each member's dropout rate."""
+    import json
+
+    from microgpt.cli import main
+
+    assert main(["sweep", "--data", str(names_path), "--grid", "dropout=0.0,0.2", "--grid", "lr=0.01,0.02", "-s", "20",
+                 "--eval-every", "10", "-b", "8", "--stack", "4", "--device", "cuda", "--out-dir", str(tmp_path),
+                 "--name", "g"]) == 0
+    configs = [json.loads(p.read_text()) for p in (tmp_path / "g").glob("runs/*/config.json")]
+    assert len(configs) == 4 and {c["device"] for c in configs} == {"cuda"}
+    assert {c["stack"]["dropout_masks"] for c in configs} == {"shared"} and len({c["stack"]["id"] for c in configs}) == 1

@@ -174,3 +174,36 @@ def test_stack_seconds_counts_a_stack_once():
     from microgpt.record import stack_seconds
 
     assert stack_seconds([("", 2.0), ("a", 10.0), ("a", 10.5), ("b", 3.0), ("", 1.0)]) == 2.0 + 10.5 + 3.0 + 1.0
+
+
+def test_shared_masks_keep_each_members_rate_and_leave_undropped_members_exact(names_data):
+    """masks="shared" (a GPU's default): one draw per site for the whole stack. A member without dropout still
+    equals its run alone; one with dropout keeps its own rate (0 or 1/keep, the right share of zeros) and the stack is
+    reproducible from its members' seeds."""
+    from microgpt.stacked import StackedRun, default_masks
+
+    assert default_masks("cpu") == "own" and default_masks("cuda") == "shared"
+    configs = [(dataclasses.replace(MODEL, dropout=p), TrainConfig(steps=12, batch_size=4, eval_every=6, seed=s))
+               for p, s in ((0.0, 3), (0.3, 4), (0.1, 5))]
+    first = train_stacked(configs, names_data, masks="shared")
+    again = train_stacked(configs, names_data, masks="shared")
+    own = train_stacked(configs, names_data, masks="own")
+    _, alone = train(*configs[0], names_data)
+    assert_same(alone, first[0][1])
+    for (_, a), (_, b) in zip(first, again):
+        assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    assert [h["loss"] for h in first[1][1].history] != [h["loss"] for h in own[1][1].history]  # other masks
+    assert all(math.isfinite(h["loss"]) for _, r in first for h in r.history)
+
+    from microgpt.train import Run
+
+    runs = [Run(m, c, names_data, own_optimizer=False) for m, c in configs]
+    stack = StackedRun(runs, masks="shared")
+    draw = stack.noise(runs, [(4, 16)] * 3)
+    noise = draw("mlp", torch.Size((3, 64, 16, 200)), torch.float32)
+    for k, p in enumerate((0.0, 0.3, 0.1)):
+        kept = noise[k][noise[k] != 0]
+        torch.testing.assert_close(kept, torch.full_like(kept, 1.0 / (1.0 - p)))
+        assert (noise[k] == 0).float().mean().item() == pytest.approx(p, abs=0.01)
+    with pytest.raises(UsageError, match="masks must be one of own, shared"):
+        StackedRun(runs, masks="mine")

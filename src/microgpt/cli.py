@@ -124,6 +124,9 @@ def build_parser() -> Parser:
                    help="runs a worker claims at once; those of one model shape train as one stacked model (K models "
                         "for about the time of a few at microgpt's size); 1 = one run at a time. auto: an even share "
                         "of the plan per worker, at most 16 (4 for TPE) (default auto)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                   help="where every worker trains; cuda: all of them share the GPU, where a stack of K runs costs "
+                        "about one run's time (auto: cuda if present) (default cpu: one core per worker)")
     p.add_argument("--heartbeat", type=int, default=15, metavar="SECONDS",
                    help="database storages: workers record a heartbeat this often, and a run silent for 4 heartbeats "
                         "is taken as its worker's death and redone (default 15; fixed when the sweep is created)")
@@ -424,7 +427,7 @@ def train_seeds(args: argparse.Namespace, argv: list[str], model_cfg: ModelConfi
 
     from .augment import synthetic_pool
     from .rundir import new_run_dir, run_config, write_json
-    from .stacked import train_stacked
+    from .stacked import default_masks, train_stacked
 
     seeds = [cfg.seed + i for i in range(args.seeds)]
     configs = [(model_cfg, dataclasses.replace(cfg, seed=s)) for s in seeds]
@@ -437,7 +440,8 @@ def train_seeds(args: argparse.Namespace, argv: list[str], model_cfg: ModelConfi
             run_dir.mkdir()
             config = run_config(m, c, data, device, ["microgpt", *argv])
             config["autocast"] = dict(zip(("chosen", "why"), resolve_autocast(c.autocast, device, c.dtype, c.parity)))
-            config["stack"] = {"id": stack_id, "members": len(seeds), "seeds": seeds}
+            config["stack"] = {"id": stack_id, "members": len(seeds), "seeds": seeds,
+                               "dropout_masks": default_masks(device)}
             write_json(run_dir / "config.json", config)
             records.append(config)
     except BaseException:
@@ -619,7 +623,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     else:
         raise UsageError(f"--stack must be a positive integer or auto, got {args.stack!r}")
     outcome = run_sweep(plan, Path(args.out_dir), args.storage, workers, args.data, args.max_chars,
-                        heartbeat=args.heartbeat, stack=stack)
+                        heartbeat=args.heartbeat, stack=stack, device=resolve_device(args.device))
     if outcome["interrupted"]:
         return 130
     return 1 if outcome["missing"] or outcome["died"] else 0

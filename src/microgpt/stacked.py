@@ -14,6 +14,7 @@ import math
 import random
 import statistics
 import time
+import zlib
 from typing import Callable
 
 import torch
@@ -30,6 +31,12 @@ from .train import Run, eval_rows
 MEMBER_MODEL_FIELDS = ("dropout", "init", "init_std")
 # TrainConfig fields every member of a stack shares: one optimizer code path, dtype, precision, data order and split
 SHARED_TRAIN_FIELDS = ("optimizer", "nesterov", "dtype", "autocast", "parity", "split_seed")
+MASKS = ("own", "shared")  # where a stack's dropout masks come from (StackedRun)
+
+
+def default_masks(device: str | torch.device) -> str:
+    """A stack's dropout masks unless asked otherwise: each member's own on the CPU, one shared draw on a GPU."""
+    return "own" if torch.device(device).type == "cpu" else "shared"
 
 
 def stack_key(model_cfg: ModelConfig, cfg: TrainConfig) -> tuple:
@@ -324,7 +331,7 @@ class StackedRun:
     """K runs (train.Run) in one computation. Members stop on their own (steps done, diverged, early-stopped,
     pruned) and leave the stack; the others go on. Stages as Run's: train_step(), evaluate(), finish()."""
 
-    def __init__(self, runs: list[Run]):
+    def __init__(self, runs: list[Run], masks: str | None = None):
         keys = {stack_key(r.model_cfg, r.cfg) for r in runs}
         if len(keys) != 1:
             raise UsageError("a stack's runs must share the model's shape and the optimizer, dtype, precision and "
@@ -340,6 +347,17 @@ class StackedRun:
         first = runs[0]
         self.device, self.data = first.device, first.data
         self.autocast = first.autocast
+        # Dropout masks: "own" draws each member's from its own generator (what it draws alone, one draw per member
+        # and site); "shared" draws the stack's in one call per site from one generator seeded by the members' seeds
+        # (same keep rates, other masks). Per-member draws are a few launches each: on a GPU they cost more than the
+        # step itself (K = 16 at the recipe's size), on the CPU they are lost in the arithmetic.
+        self.masks = masks or default_masks(self.device)
+        if self.masks not in MASKS:
+            raise UsageError(f"masks must be one of {', '.join(MASKS)}, got {self.masks!r}")
+        self.mask_generator = None
+        if self.masks == "shared":
+            seed = zlib.crc32(repr([r.cfg.seed for r in runs]).encode())
+            self.mask_generator = torch.Generator(self.device).manual_seed(seed)
         self.step = 0
         self.t0 = time.perf_counter()
         for r in runs:  # a member's clock is the stack's
@@ -356,6 +374,14 @@ class StackedRun:
         (so the draws are the ones it makes alone), padded with ones."""
         if not any(r.model_cfg.dropout > 0 for r in members):
             return None
+        if self.masks == "shared":
+            keep = torch.tensor([1.0 - r.model_cfg.dropout for r in members], device=self.device)
+
+            def shared(site: str, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+                column = keep.view(-1, *[1] * (len(shape) - 1))
+                return torch.bernoulli(column.expand(shape), generator=self.mask_generator).div_(column).to(dtype)
+
+            return shared
 
         def draw(site: str, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
             out = torch.ones(shape, dtype=dtype, device=self.device)
@@ -430,7 +456,7 @@ class StackedRun:
         count = 0
         for b in batches:
             rows, width = b.idx.shape
-            chunk = eval_rows(width, self.model.cfg.n_embd, K)
+            chunk = eval_rows(width, self.model.cfg.n_embd, K, self.device)
             for i in range(0, rows, chunk):
                 idx, pos = b.idx[i:i + chunk].to(self.device), b.pos[i:i + chunk].to(self.device)
                 targets = b.targets[i:i + chunk].to(self.device)
@@ -511,13 +537,16 @@ def train_stacked(
     pools: list[list[list[int]] | None] | None = None,
     py_rngs: list[random.Random | None] | None = None,
     progress: bool = False,
+    masks: str | None = None,
 ) -> list[tuple[GPT, RunResult]]:
     """Train these runs as one stack (stack_key equal for all); return each one's model (val-selected weights) and
     RunResult, in order: what train() returns for each alone, to float32 rounding.
 
     on_eval[i](step, val) runs after member i's evaluations; True stops that member only (pruned). should_stop()
     ends every member's run as "interrupted" (no resume checkpoints for stacks: rerun them). pools[i]: member i's
-    synthetic names, as train()'s pool. progress: a tqdm bar over the longest member's steps.
+    synthetic names, as train()'s pool. progress: a tqdm bar over the longest member's steps. masks: the dropout
+    masks' source, "own" (each member's from its own generator: exactly what it trains on alone) or "shared" (one draw
+    per site for the whole stack); default own on the CPU, shared on a GPU (StackedRun).
     """
     n = len(configs)
     on_eval = on_eval or [None] * n
@@ -525,7 +554,7 @@ def train_stacked(
     py_rngs = py_rngs or [None] * n
     runs = [Run(m, c, data, device, py_rng=rng, pool=pool, own_optimizer=False)
             for (m, c), pool, rng in zip(configs, pools, py_rngs)]
-    stack = StackedRun(runs)
+    stack = StackedRun(runs, masks)
     say = log or (lambda line: None)
     bar = None
     if progress:

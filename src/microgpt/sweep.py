@@ -568,25 +568,25 @@ class Member:
 
 def execute(
     trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path, train_fn: Callable | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: Callable[[], bool] | None = None, device: str = "cpu",
 ) -> str:
     """Run one trial: build its configs, train on its own split, record the run directory, tell Optuna. Returns the
     run's state; "interrupted" (should_stop said so) records nothing and queues the point again; "superseded" when
     the trial was declared dead meanwhile (no heartbeat for the grace period) and queued again by another worker."""
-    return execute_group([(trial, params)], plan, data, sweep_dir, train_fn, should_stop)[0]
+    return execute_group([(trial, params)], plan, data, sweep_dir, train_fn, should_stop, device)[0]
 
 
 def execute_group(claimed: list, plan: Plan, data: Dataset, sweep_dir: Path, train_fn: Callable | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> list[str]:
+                  should_stop: Callable[[], bool] | None = None, device: str = "cpu") -> list[str]:
     """execute() for several claimed runs: those that can share a stack (stacked.stack_key, one split) train as
     one stacked model, the rest one at a time; each is still one trial and one run directory, recorded as soon as its
     stack finishes. Every claimed trial beats its heartbeat until then. Returns their states, in order."""
-    from .stacked import stack_key
+    from .stacked import default_masks, stack_key
 
     states: dict[int, str] = {}
     members: dict[int, Member] = {}
     for i, (trial, params) in enumerate(claimed):
-        member = _guarded(trial, sweep_dir, lambda: _setup(trial, params, plan, data, sweep_dir))
+        member = _guarded(trial, sweep_dir, lambda: _setup(trial, params, plan, data, sweep_dir, device))
         if isinstance(member, str):
             states[i] = member
         else:
@@ -600,14 +600,14 @@ def execute_group(claimed: list, plan: Plan, data: Dataset, sweep_dir: Path, tra
         for indices in stacks.values():
             group = [members[i] for i in indices]
             if len(group) > 1:  # the members' records say they shared one stack, and so one clock
-                stack = {"id": uuid.uuid4().hex[:12], "members": len(group)}
+                stack = {"id": uuid.uuid4().hex[:12], "members": len(group), "dropout_masks": default_masks(device)}
                 for m in group:
                     m.config["stack"] = stack
                     m.trial.set_user_attr("stack", stack["id"])
             if should_stop is not None and should_stop():
                 outcomes: list = [None] * len(group)  # not started: queued again below
             else:
-                outcomes = _train_group(group, plan, train_fn, should_stop)
+                outcomes = _train_group(group, plan, train_fn, should_stop, device)
             for i, m, outcome in zip(indices, group, outcomes):
                 states[i] = _guarded(m.trial, sweep_dir, lambda: _record(m, outcome, plan))
     return [states[i] for i in range(len(claimed))]
@@ -627,7 +627,7 @@ def _guarded(trial, sweep_dir: Path, step: Callable):
         return "superseded"
 
 
-def _setup(trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path) -> Member | str:
+def _setup(trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path, device: str = "cpu") -> Member | str:
     """Resolve a claimed run's configs and make its run directory; "invalid" (recorded) if the configs cannot train."""
     from optuna.trial import TrialState
 
@@ -656,7 +656,7 @@ def _setup(trial, params: dict, plan: Plan, data: Dataset, sweep_dir: Path) -> M
     trial.set_user_attr("values", values)
     run_dir = Path(sweep_dir) / "runs" / run
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = run_config(model_cfg, cfg, data, "cpu", ["microgpt", "sweep", plan.name, f"trial {trial.number}"])
+    config = run_config(model_cfg, cfg, data, device, ["microgpt", "sweep", plan.name, f"trial {trial.number}"])
     write_json(run_dir / "config.json", config)
     return Member(trial, model_cfg, cfg, data, run_dir, config, teacher=teacher)
 
@@ -679,7 +679,7 @@ def _on_eval(m: Member, plan: Plan) -> Callable[[int, float], bool]:
 
 
 def _train_group(group: list[Member], plan: Plan, train_fn: Callable | None,
-                 should_stop: Callable[[], bool] | None) -> list:
+                 should_stop: Callable[[], bool] | None, device: str = "cpu") -> list:
     """Train the members (one stack when more than one); per member (model, result), or the exception that failed
     it."""
     from .augment import synthetic_pool
@@ -690,13 +690,15 @@ def _train_group(group: list[Member], plan: Plan, train_fn: Callable | None,
         pools = [synthetic_pool(m.data, m.cfg) if m.cfg.synthetic else None for m in group]  # loaded here, per run
         if len(group) == 1:
             m = group[0]
-            kwargs: dict[str, Any] = {"should_stop": should_stop} if should_stop is not None else {}
+            kwargs: dict[str, Any] = {"device": device}
+            if should_stop is not None:
+                kwargs["should_stop"] = should_stop
             if pools[0] is not None:
                 kwargs["pool"] = pools[0]
             if m.teacher is not None:
                 kwargs["teacher"] = m.teacher
             return [(train_fn or default_train)(m.model_cfg, m.cfg, m.data, on_eval=_on_eval(m, plan), **kwargs)]
-        return train_stacked([(m.model_cfg, m.cfg) for m in group], group[0].data,
+        return train_stacked([(m.model_cfg, m.cfg) for m in group], group[0].data, device=device,
                              on_eval=[_on_eval(m, plan) for m in group], should_stop=should_stop, pools=pools)
     except Exception as err:  # a run that raises is recorded as failed; the sweep goes on
         err.__traceback_text__ = traceback.format_exc()[-2000:]  # type: ignore[attr-defined]
@@ -753,13 +755,13 @@ def _record(m: Member, outcome, plan: Plan) -> str:
 
 def work(study, plan: Plan, data: Dataset, sweep_dir: Path, url: str, train_fn: Callable | None = None,
          max_runs: int | None = None, should_stop: Callable[[], bool] | None = None, poll: float = 1.0,
-         stack: int = 1) -> int:
+         stack: int = 1, device: str = "cpu") -> int:
     """A worker's loop: claim, run, record, export, until every run of the plan is recorded. Returns the runs it did.
 
     With nothing left to claim it does not leave while runs are in flight elsewhere: it waits, and redoes any whose
     worker dies (on this machine or another), so no point is stranded. should_stop() ends the loop after the current
     step of the current run, which is queued again. stack: runs claimed at once, those of one shape trained as one
-    stacked model (stacked.py).
+    stacked model (stacked.py). device: where they train ("cpu" or "cuda").
     """
     from optuna.trial import TrialState
 
@@ -777,7 +779,7 @@ def work(study, plan: Plan, data: Dataset, sweep_dir: Path, url: str, train_fn: 
                     break
                 time.sleep(poll)
                 continue
-            states = execute_group(claimed, plan, data, sweep_dir, train_fn, should_stop)
+            states = execute_group(claimed, plan, data, sweep_dir, train_fn, should_stop, device)
             done += sum(1 for state in states if state not in ("interrupted", "superseded"))
             with sweep_lock(sweep_dir, url, plan.name):
                 export_results(study, sweep_dir)
@@ -785,7 +787,7 @@ def work(study, plan: Plan, data: Dataset, sweep_dir: Path, url: str, train_fn: 
 
 
 def _worker_entry(plan_dict: dict, sweep_dir: str, url: str, data_path: str | None, heartbeat: int,
-                  max_chars: int = MAX_CHARS, stack: int = 1) -> None:
+                  max_chars: int = MAX_CHARS, stack: int = 1, device: str = "cpu") -> None:
     """A worker process: one torch thread, data and torch loaded once, then runs until the plan is used up.
 
     Ctrl-C or SIGTERM: the run in flight stops after its step and is queued again. A system failure (a full disk)
@@ -800,7 +802,7 @@ def _worker_entry(plan_dict: dict, sweep_dir: str, url: str, data_path: str | No
             data = load_dataset(data_path, plan.base.get("split_seed", TrainConfig.split_seed), max_chars)
             study = load_study(plan, url, heartbeat=heartbeat)
             poll = min(5.0, heartbeat / 2) if not url.startswith("journal:") else 1.0
-            work(study, plan, data, Path(sweep_dir), url, should_stop=stop.is_set, poll=poll, stack=stack)
+            work(study, plan, data, Path(sweep_dir), url, should_stop=stop.is_set, poll=poll, stack=stack, device=device)
     except OSError as err:
         sys.stderr.write(f"worker {worker_id()}: {os_error_text(err)}: stopped; rerun the same command "
                          "once that is fixed, and its run is redone\n")
@@ -879,9 +881,9 @@ def read_sweep(sweep_dir: Path, storage: str | None = None) -> tuple[Plan, str]:
 
 def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_path: str | None,
               max_chars: int = MAX_CHARS, progress: bool | None = None, say: Callable[[str], None] = print,
-              heartbeat: int = HEARTBEAT_S, stack: int = 1) -> dict[str, Any]:
+              heartbeat: int = HEARTBEAT_S, stack: int = 1, device: str = "cpu") -> dict[str, Any]:
     """Run (or resume, or join) a sweep with `workers` processes on this machine, each claiming up to `stack` runs at
-    a time and training those of one shape as one stacked model.
+    a time and training those of one shape as one stacked model, on `device` ("cuda": every worker shares the GPU).
 
     Returns run counts by state, plus "missing" (the plan's points with no finished record, in words), "died"
     (workers that exited abnormally) and "interrupted" (Ctrl-C/SIGTERM stopped it); a caller exits non-zero unless the
@@ -897,12 +899,13 @@ def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_pa
     total = plan.total_runs()
     say(f"sweep  {plan.name}: {plan.mode}, {total} runs ({len(plan.seeds)} seed{'s' * (len(plan.seeds) > 1)} each), "
         f"pruner {plan.pruner}, {workers} worker{'s' * (workers > 1)}"
-        + (f", stacks of up to {stack}" if stack > 1 else "") + f" | storage {redact(url)} | {sweep_dir}")
+        + (f", stacks of up to {stack}" if stack > 1 else "") + (f", on {device}" if device != "cpu" else "")
+        + f" | storage {redact(url)} | {sweep_dir}")
     if fixed["redone"]:
         say(f"resume {fixed['redone']} run(s) left running by a dead worker are marked failed and queued again")
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker_entry, args=(plan.to_dict(), str(sweep_dir), url, data.path, heartbeat,
-                                                              max_chars, stack),
+                                                              max_chars, stack, device),
                          daemon=False) for _ in range(workers)]
     seen: set[int] = {r["trial"] for r in trial_rows(study)}
     bar = None

@@ -28,12 +28,16 @@ LOG_SECONDS = 30.0  # a console line at least this often, whatever log_every say
 # token, per member) stays about this size, cache-sized rather than memory-bound: the train split's loss took 0.69-0.78x
 # the time of whole 4,096-name batches at the default, fast, mid and best presets and 0.98x at makemore's, the same
 # numbers to float rounding (benchmarks/eval_speed.py, BENCHMARKS.md).
+# A GPU has no such cache to fit, and each chunk costs a few hundred kernel launches: there a chunk holds up to
+# EVAL_FLOATS_GPU (1 GiB of float32), the whole batch at every preset's size but the largest stacks'.
 EVAL_FLOATS = 1 << 21
+EVAL_FLOATS_GPU = 1 << 28
 
 
-def eval_rows(width: int, n_embd: int, members: int = 1) -> int:
-    """Rows of `width` tokens per evaluation chunk (EVAL_FLOATS)."""
-    return max(1, EVAL_FLOATS // (members * width * 4 * n_embd))
+def eval_rows(width: int, n_embd: int, members: int = 1, device: str | torch.device = "cpu") -> int:
+    """Rows of `width` tokens per evaluation chunk (EVAL_FLOATS on the CPU, EVAL_FLOATS_GPU elsewhere)."""
+    budget = EVAL_FLOATS if torch.device(device).type == "cpu" else EVAL_FLOATS_GPU
+    return max(1, budget // (members * width * 4 * n_embd))
 
 
 @torch.no_grad()
@@ -42,8 +46,9 @@ def evaluate(model: GPT, batches: list[Batch]) -> float:
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
+    device = next(model.parameters()).device
     for b in batches:
-        rows = eval_rows(b.idx.size(1), model.cfg.n_embd)
+        rows = eval_rows(b.idx.size(1), model.cfg.n_embd, 1, device)
         for i in range(0, b.idx.size(0), rows):
             mask = None if b.mask is None else b.mask[i:i + rows]
             logits, _ = model(b.idx[i:i + rows], pos=b.pos[i:i + rows], mask=mask)
