@@ -226,14 +226,15 @@ class StackedOptimizer:
         grads = {n: params[n].grad for n in self.model.names}
         if any(c.grad_clip > 0 for c in cfgs):
             self.clip(grads)
+        if self.kind in ("adam", "adamw"):
+            self.adam_foreach(params, grads, lrs, t, decoupled=self.kind == "adamw")
+            return
         for n in self.model.names:
             p, g, st = params[n], grads[n], self.state[n]
             decay = [c.weight_decay if (self.matrix[n] or c.decay_all) else 0.0 for c in cfgs]
             if self.muon[n]:
                 lr = [c.muon_lr * lr / c.lr if c.muon_lr != c.lr else lr for c, lr in zip(cfgs, lrs)]
                 self.muon_step(p, g, st, lr, decay)
-            elif self.kind in ("adam", "adamw"):
-                self.adam_step(p, g, st, lrs, decay, t, decoupled=self.kind == "adamw")
             elif self.kind == "muon":
                 self.muon_adamw_step(p, g, st, lrs, decay, t)
             elif self.kind == "rmsprop":
@@ -266,20 +267,48 @@ class StackedOptimizer:
         for g in grads.values():
             g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
 
-    def adam_step(self, p, g, st, lrs, decay, t, decoupled: bool) -> None:
+    def column_list(self, values: list[float], tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """column(values, t) for each of tensors (one lookup per distinct rank)."""
+        by_rank: dict[int, torch.Tensor] = {}
+        out = []
+        for t in tensors:
+            found = by_rank.get(t.dim())
+            if found is None:
+                found = by_rank[t.dim()] = self.column(values, t)
+            out.append(found)
+        return out
+
+    def adam_foreach(self, params, grads, lrs, t, decoupled: bool) -> None:
+        """Adam (decoupled: AdamW) for every weight at once in torch._foreach_ calls, with torch.optim's foreach
+        arithmetic in its order: a loop over the weights was ~600 small operations a step, each a kernel launch on a
+        GPU (where the stacked step was 1.7x a single run's at K = 1)."""
         cfgs = self.cfgs
-        if any(decay):
+        names = self.model.names
+        P = [params[n] for n in names]
+        G = [grads[n] for n in names]
+        decays = {n: [c.weight_decay if (self.matrix[n] or c.decay_all) else 0.0 for c in cfgs] for n in names}
+        for group in {tuple(d) for d in decays.values() if any(d)}:  # weights decayed alike
+            at = [i for i, n in enumerate(names) if tuple(decays[n]) == group]
             if decoupled:
-                p.mul_(self.column([1 - lr * wd for lr, wd in zip(lrs, decay)], p))
+                torch._foreach_mul_([P[i] for i in at],
+                                    self.column_list([1 - lr * wd for lr, wd in zip(lrs, group)], [P[i] for i in at]))
             else:
-                g = g + p * self.column(decay, p)
-        m = slot(st, "exp_avg", p)
-        v = slot(st, "exp_avg_sq", p)
-        m.lerp_(g, self.column([1 - c.beta1 for c in cfgs], p))
-        v.mul_(self.column([c.beta2 for c in cfgs], p)).add_(g * self.column([1 - c.beta2 for c in cfgs], p) * g)
-        step_size = self.column([-(lr / (1 - c.beta1 ** t)) for c, lr in zip(cfgs, lrs)], p)
-        denom = (v.sqrt() / self.column([(1 - c.beta2 ** t) ** 0.5 for c in cfgs], p)).add_(self.column([c.eps for c in cfgs], p))
-        p.add_(m / denom * step_size)
+                added = torch._foreach_mul([P[i] for i in at], self.column_list(list(group), [P[i] for i in at]))
+                for i, g in zip(at, torch._foreach_add([G[i] for i in at], added)):
+                    G[i] = g
+        M = [slot(self.state[n], "exp_avg", p) for n, p in zip(names, P)]
+        V = [slot(self.state[n], "exp_avg_sq", p) for n, p in zip(names, P)]
+        torch._foreach_lerp_(M, G, self.column_list([1 - c.beta1 for c in cfgs], P))
+        torch._foreach_mul_(V, self.column_list([c.beta2 for c in cfgs], P))
+        square = torch._foreach_mul(G, self.column_list([1 - c.beta2 for c in cfgs], P))
+        torch._foreach_mul_(square, G)
+        torch._foreach_add_(V, square)
+        denom = torch._foreach_sqrt(V)
+        torch._foreach_div_(denom, self.column_list([(1 - c.beta2 ** t) ** 0.5 for c in cfgs], P))
+        torch._foreach_add_(denom, self.column_list([c.eps for c in cfgs], P))
+        update = torch._foreach_div(M, denom)
+        torch._foreach_mul_(update, self.column_list([-(lr / (1 - c.beta1 ** t)) for c, lr in zip(cfgs, lrs)], P))
+        torch._foreach_add_(P, update)
 
     def muon_adamw_step(self, p, g, st, lrs, decay, t) -> None:
         """MuonWithAdamW's AdamW half (its own order of operations)."""
@@ -412,17 +441,20 @@ class StackedRun:
         sums = F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch.targets.reshape(-1),
                                ignore_index=-1, reduction="none").view(K, -1).sum(1)
         losses = sums / batch.n_tokens.to(sums.device)
-        values = losses.tolist()
-        finite = [math.isfinite(v) for v in values]
         for p in params.values():
             p.grad = None
-        torch.where(torch.tensor(finite, device=losses.device), losses, 0.0).sum().backward()
+        # A member whose loss is not finite gets no gradient (it is recorded diverged below and leaves the stack);
+        # deciding that on the device lets a GPU run the whole step before the host reads the losses.
+        torch.where(torch.isfinite(losses), losses, 0.0).sum().backward()
         self.optimizer.step(params, lrs)
         if self.ema is not None:
             with torch.no_grad():
                 d = [min(r.cfg.ema, (1 + step) / (10 + step)) if r.cfg.ema > 0 else 1.0 for r in members]
-                for n, p in params.items():
-                    self.ema[n].lerp_(p.detach(), self.optimizer.column([1.0 - x for x in d], p))
+                live = [p.detach() for p in params.values()]
+                torch._foreach_lerp_([self.ema[n] for n in params], live,
+                                     self.optimizer.column_list([1.0 - x for x in d], live))
+        values = losses.tolist()
+        finite = [math.isfinite(v) for v in values]
         self.step = step + 1
         out: list[float | None] = []
         for r, lr, value, ok, n in zip(members, lrs, values, finite, batch.n_tokens.tolist()):
