@@ -173,3 +173,50 @@ def test_resume_refuses_other_flags_and_runs_without_checkpoint(tmp_path, capsys
     assert "nothing to resume" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_stack_and_resume_finishes_it_as_if_never_stopped(tmp_path, names_path):
+    """`microgpt train --seeds 2`, Ctrl-C, then `--resume` on the stack's directory: both members end as the same
+    stack never stopped does, and the ensemble the first command asked for is measured."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    args = ["--data", str(names_path), "-s", "200", "-b", "8", "--eval-every", "50", "--log-every", "10",
+            "--dropout", "0.1", "--ema", "0.9", "--samples", "3", "--seeds", "2", "--ensemble", "--out-dir",
+            str(tmp_path), "--checkpoint-every", "60"]
+    cmd = [sys.executable, "-u", "-m", "microgpt", "train"]
+    whole = subprocess.run([*cmd, *args, "--name", "whole"], capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+
+    proc = subprocess.Popen([*cmd, *args, "--name", "r"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("step   130/"):
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err == "", err
+    parent = tmp_path / "r"
+    assert f"microgpt train --resume {parent}" in out and (parent / "resume.pt").is_file()
+    assert not (parent / "ensemble").exists()
+    stopped = json.loads((parent / "s1337" / "summary.json").read_text())
+    assert stopped["state"] == "interrupted" and 130 <= stopped["steps_done"] < 200
+
+    again = subprocess.run([*cmd, "--resume", str(parent)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"from step {stopped['steps_done']}/200, 2 of 2 members still training" in again.stdout
+    assert not (parent / "resume.pt").exists()
+    for seed in ("s1337", "s1338"):
+        summary = json.loads((parent / seed / "summary.json").read_text())
+        expected = json.loads((tmp_path / "whole" / seed / "summary.json").read_text())
+        assert summary["state"] == "complete"
+        assert metrics(parent / seed) == metrics(tmp_path / "whole" / seed)
+        assert (summary["val_loss"], summary["test_loss"]) == (expected["val_loss"], expected["test_loss"])
+    ours = json.loads((parent / "ensemble" / "summary.json").read_text())
+    theirs = json.loads((tmp_path / "whole" / "ensemble" / "summary.json").read_text())
+    assert (ours["val_loss"], ours["test_loss"]) == (theirs["val_loss"], theirs["test_loss"])
+
+    code = subprocess.run([*cmd, "--resume", str(parent)], capture_output=True, text=True, timeout=120)
+    assert code.returncode == 2 and "no resume.pt" in code.stderr and code.stderr.count("\n") == 1

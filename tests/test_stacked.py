@@ -207,3 +207,37 @@ def test_shared_masks_keep_each_members_rate_and_leave_undropped_members_exact(n
         assert (noise[k] == 0).float().mean().item() == pytest.approx(p, abs=0.01)
     with pytest.raises(UsageError, match="masks must be one of own, shared"):
         StackedRun(runs, masks="mine")
+
+
+@pytest.mark.parametrize("optimizer,masks", [("adamw", "own"), ("muon", "own"), ("sgd", "shared")])
+def test_stack_stopped_and_resumed_equals_one_never_stopped(names_data, optimizer, masks):
+    """Ctrl-C's checkpoint (and a periodic one) continue a stack exactly: every member's history, val choice and
+    held-out figures as if it had never stopped, members that had already left included."""
+    import io
+
+    def roundtrip(state: dict) -> dict:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        buf.seek(0)
+        return torch.load(buf, weights_only=True)
+
+    configs = [(dataclasses.replace(MODEL, dropout=p), TrainConfig(
+        optimizer=optimizer, lr=lr, steps=steps, batch_size=4, eval_every=4, seed=seed, ema=ema, grad_clip=1.0,
+        weight_decay=0.05, nesterov=optimizer == "sgd"))
+        for p, lr, steps, seed, ema in ((0.1, 0.01, 24, 1, 0.9), (0.2, 0.005, 10, 2, 0.0), (0.0, 0.02, 20, 3, 0.8))]
+    whole = train_stacked(configs, names_data, masks=masks)
+    saved: list[dict] = []
+    calls: list[int] = []
+    first = train_stacked(configs, names_data, masks=masks, on_checkpoint=saved.append, checkpoint_every=8,
+                          should_stop=lambda: calls.append(1) or len(calls) == 13)
+    assert [r.state for _, r in first] == ["interrupted", "complete", "interrupted"]
+    assert [s["step"] for s in saved] == [8, 13] and saved[-1]["active"] == [0, 2]
+    for state in (saved[-1], saved[0]):
+        resumed = train_stacked(configs, names_data, masks=masks, resume=roundtrip(state))
+        for (_, a), (_, b) in zip(whole, resumed):
+            assert [(h["step"], h["lr"], h["loss"], h["val_loss"]) for h in a.history] == \
+                [(h["step"], h["lr"], h["loss"], h["val_loss"]) for h in b.history]
+            assert (a.state, a.best_val_step, a.val_loss, a.test_loss, a.train_loss) == \
+                (b.state, b.best_val_step, b.val_loss, b.test_loss, b.train_loss)
+    with pytest.raises(UsageError, match="holds 3 members, this stack 2"):
+        train_stacked(configs[:2], names_data, masks=masks, resume=saved[-1])

@@ -86,14 +86,15 @@ def build_parser() -> Parser:
     p.add_argument("--out-dir", default="runs", help="where run directories go (default runs/)")
     p.add_argument("--name", help="run directory name (default <preset|train>-<date>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue an interrupted run from its resume.pt, with the settings its config.json records")
+                   help="continue an interrupted run from its resume.pt, with the settings its config.json records; "
+                        "for a --seeds stack, the directory above its members")
     p.add_argument("--checkpoint-every", type=int, default=1000, metavar="STEPS",
                    help="write RUN_DIR/resume.pt (weights, optimizer, batch stream, RNG states) every this many steps "
                         "and on Ctrl-C/SIGTERM; 0 = only then (default 1000). Removed when the run completes")
     p.add_argument("--seeds", type=int, metavar="K",
                    help="train K runs of this configuration, seeds --seed, --seed+1, ..., as one stacked model in one "
                         "process (each its own run directory under --out-dir/<name>/s<seed>/), then their mean +- sd; "
-                        "no resume checkpoints: an interrupted stack is rerun (default: one run)")
+                        "the stack checkpoints to --out-dir/<name>/resume.pt (default: one run)")
     p.add_argument("--ensemble", action="store_true",
                    help="with --seeds: then measure the K runs as one ensemble (mean of their probabilities), as "
                         "`microgpt ensemble` does, into --out-dir/<name>/ensemble/ (default: off)")
@@ -237,11 +238,13 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     overrides = {f.name: getattr(args, f.name) for f in run_fields() if getattr(args, f.name) is not None}
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.ensemble and (args.seeds or 1) < 2:
+    if args.ensemble and (args.seeds or 1) < 2 and not (args.resume and is_stack_dir(Path(args.resume))):
         raise UsageError("--ensemble measures the runs of --seeds K (K >= 2) as one model: add --seeds")
     if args.resume:
         if args.seeds is not None:
-            raise UsageError("--resume continues one run; stacked --seeds runs keep no resume checkpoint: drop --seeds")
+            raise UsageError("--resume continues a run or a stack with the members it started with: drop --seeds")
+        if is_stack_dir(Path(args.resume)):
+            return resume_stack(args, argv, overrides)
         return resume_train(args, argv, overrides)
     split_seed = overrides.get("split_seed", TrainConfig.split_seed)
     data = load_dataset(args.data, split_seed, args.max_chars)
@@ -423,11 +426,8 @@ def train_seeds(args: argparse.Namespace, argv: list[str], model_cfg: ModelConfi
                 device: str) -> int:
     """`microgpt train --seeds K`: K seeds of one configuration trained as one stack (stacked.py), one run
     directory each under --out-dir/<name>/, then a line per seed and their mean +- sd."""
-    import statistics
-
-    from .augment import synthetic_pool
     from .rundir import new_run_dir, run_config, write_json
-    from .stacked import default_masks, train_stacked
+    from .stacked import default_masks
 
     seeds = [cfg.seed + i for i in range(args.seeds)]
     configs = [(model_cfg, dataclasses.replace(cfg, seed=s)) for s in seeds]
@@ -449,30 +449,103 @@ def train_seeds(args: argparse.Namespace, argv: list[str], model_cfg: ModelConfi
         raise
     print_setup(data, model_cfg, cfg, device, args.threads)
     print(f"stack  {len(seeds)} seeds ({seeds[0]}..{seeds[-1]}) trained as one stacked model")
+    return train_stack(args, parent, run_dirs, records, configs, data, device)
+
+
+def is_stack_dir(path: Path) -> bool:
+    """A `microgpt train --seeds K` directory: no config.json of its own, members s<seed>/ that have one."""
+    return path.is_dir() and not (path / "config.json").is_file() and any(path.glob("s*/config.json"))
+
+
+def resume_stack(args: argparse.Namespace, argv: list[str], overrides: dict) -> int:
+    """`microgpt train --resume STACK_DIR`: a --seeds stack from its resume.pt onwards, each member with the settings
+    its config.json records."""
+    from .data import load_dataset
+    from .rundir import RESUME_FILE, load_resume, read_json, write_json
+    from .stacked import default_masks
+
+    given = sorted(f"--{k.replace('_', '-')}" for k in overrides) + [f for f, v in (
+        ("--preset", args.preset), ("--name", args.name), ("--data", args.data)) if v]
+    if given:
+        raise UsageError(f"--resume continues a stack with the settings it started with; drop {', '.join(given)}")
+    parent = Path(args.resume)
+    checkpoint = parent / RESUME_FILE
+    if not checkpoint.is_file():
+        raise UsageError(f"{parent} has no {RESUME_FILE} to resume from: the stack finished, or stopped before its "
+                         "first checkpoint (every --checkpoint-every steps and on Ctrl-C/SIGTERM)")
+    state = load_resume(checkpoint)
+    members = state.get("members") if isinstance(state, dict) else None
+    if not members:
+        raise UsageError(f"{checkpoint} is not a stack's checkpoint: resume a single run by its own directory")
+    run_dirs = [parent / f"s{m['train_config']['seed']}" for m in members]
+    records = []
+    for run_dir in run_dirs:
+        if not (run_dir / "config.json").is_file():
+            raise UsageError(f"{run_dir} is missing (no config.json): the stack's members must all be there to resume")
+        records.append(read_json(run_dir / "config.json"))
+    try:
+        configs = [(from_dict(ModelConfig, c["model"]), from_dict(TrainConfig, c["train"])) for c in records]
+        source = records[0]["data"]
+        data_path, split_seed, sha256 = source["path"], source["split_seed"], source["sha256"]
+    except (KeyError, TypeError) as err:
+        raise UsageError(f"{run_dirs[0] / 'config.json'} lacks {err}: it was not written by `microgpt train`") from None
+    data = load_dataset(data_path, split_seed, source.get("max_chars", MAX_CHARS))
+    if data.sha256 != sha256:
+        raise UsageError(f"{data_path} changed since the stack started (sha256 differs): resume needs the same data")
+    device = resolve_device(args.device)
+    if state.get("masks") != default_masks(device):
+        raise UsageError(f"the stack drew its dropout masks {state.get('masks')} on its first device, {device} would "
+                         "draw them otherwise: resume it with the --device it started on")
+    for run_dir, config in zip(run_dirs, records):
+        config.setdefault("resumed", []).append({"argv": ["microgpt", *argv], "step": state["step"], "device": device})
+        write_json(run_dir / "config.json", config)
+    model_cfg, cfg = configs[0]
+    print(f"resume {parent} from step {state['step']}/{max(c.steps for _, c in configs)}, {len(state['active'])} of "
+          f"{len(configs)} members still training")
+    print_setup(data, model_cfg, cfg, device, args.threads)
+    return train_stack(args, parent, run_dirs, records, configs, data, device, resume=state)
+
+
+def train_stack(args: argparse.Namespace, parent: Path, run_dirs: list[Path], records: list[dict], configs: list,
+                data, device: str, resume: dict | None = None) -> int:
+    """Train (or continue) a --seeds stack, checkpointing it to parent/resume.pt; record each member and print their
+    mean +- sd (and the ensemble with --ensemble)."""
+    import statistics
+
+    from .augment import synthetic_pool
+    from .rundir import RESUME_FILE, save_resume
+    from .stacked import train_stacked
+
+    cfg = configs[0][1]
+    checkpoint = parent / RESUME_FILE
     py_rngs = [random.Random(c.seed) if c.parity else None for _, c in configs]
     with stop_requests() as stop:
         trained = train_stacked(configs, data, device=device, log=print, should_stop=stop.is_set, py_rngs=py_rngs,
-                                progress=sys.stderr.isatty(),
+                                progress=sys.stderr.isatty(), resume=resume,
+                                on_checkpoint=lambda state: save_resume(checkpoint, state),
+                                checkpoint_every=args.checkpoint_every,
                                 pools=[synthetic_pool(data, c) if c.synthetic else None for _, c in configs])
     fmt = lambda x: "  -   " if x is None else f"{x:.4f}"  # noqa: E731
     for run_dir, config, (_, c), (model, result), rng in zip(run_dirs, records, configs, trained, py_rngs):
         record_run(run_dir, config, c, data, model, result, rng)
         if args.tensorboard is not None:
-            write_tensorboard(Path(args.tensorboard) / parent.name / run_dir.name, result.history)
+            after = resume["step"] if resume is not None else 0
+            write_tensorboard(Path(args.tensorboard) / parent.name / run_dir.name, result.history, after)
         print(f"s{c.seed:<6d} {result.state}: val {fmt(result.val_loss)} (step {result.best_val_step}) | "
               f"test {fmt(result.test_loss)} | {f'tier {result.tier}' if result.tier else 'no tier'} | {run_dir}")
     results = [r for _, r in trained]
     if any(r.state == "interrupted" for r in results):
-        print(f"interrupted: the stack keeps no resume checkpoint; rerun the command to train it again ({parent})")
+        print(f"interrupted: continue with `microgpt train --resume {parent}`")
         return 130
+    checkpoint.unlink(missing_ok=True)
     wall = max(r.wall_seconds for r in results)
     for what in ("val_loss", "test_loss"):
         values = [getattr(r, what) for r in results if getattr(r, what) is not None]
         if values:
             sd = statistics.stdev(values) if len(values) > 1 else 0.0
             print(f"{what[:-5]:<6} mean {statistics.fmean(values):.4f} +- {sd:.4f} (sd over {len(values)} seeds)")
-    print(f"stack  {len(seeds)} runs in {wall:.1f} s | runs {parent}")
-    if args.ensemble:
+    print(f"stack  {len(results)} runs in {wall:.1f} s | runs {parent}")
+    if args.ensemble or "--ensemble" in records[0].get("argv", []):  # a resumed stack finishes its first command
         from . import ensemble
 
         done = [str(d) for d, r in zip(run_dirs, results) if r.best_val is not None]

@@ -32,6 +32,7 @@ MEMBER_MODEL_FIELDS = ("dropout", "init", "init_std")
 # TrainConfig fields every member of a stack shares: one optimizer code path, dtype, precision, data order and split
 SHARED_TRAIN_FIELDS = ("optimizer", "nesterov", "dtype", "autocast", "parity", "split_seed")
 MASKS = ("own", "shared")  # where a stack's dropout masks come from (StackedRun)
+STACK_FORMAT = 1  # StackedRun.state_dict()'s layout
 
 
 def default_masks(device: str | torch.device) -> str:
@@ -534,6 +535,57 @@ class StackedRun:
             self.ema = {n: p.index_select(0, index) for n, p in self.ema.items()}
         self.optimizer.select(keep)
 
+    # ------------------------------------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue this stack exactly: the stacked weights, optimizer state and EMA, which
+        members are still in it, and each member's own progress (train.Run.progress_state: its best weights, batch
+        stream, RNG states, history) with how it ended if it already left. torch.save-able, weights_only-loadable."""
+        cpu = lambda d: {n: t.detach().cpu().clone() for n, t in d.items()}  # noqa: E731
+        return {
+            "format": STACK_FORMAT,
+            "members": [{**r.progress_state(), "state": r.state, "stop_reason": r.stop_reason,
+                         "diverged_step": r.diverged_step} for r in self.runs],
+            "active": list(self.active),
+            "step": self.step,
+            "params": cpu(self.model.params),
+            "optimizer": {"steps": self.optimizer.steps,
+                          "state": {n: cpu(st) for n, st in self.optimizer.state.items()}},
+            "ema": None if self.ema is None else cpu(self.ema),
+            "masks": self.masks,
+            "mask_rng": None if self.mask_generator is None else self.mask_generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from state_dict()'s output; UsageError if it is another stack's (members, settings or data)."""
+        if state.get("format") != STACK_FORMAT or "members" not in state:
+            raise UsageError(f"stack checkpoint format {state.get('format')!r} is not {STACK_FORMAT}: it was written by "
+                             "another version of microgpt")
+        if len(state["members"]) != len(self.runs):
+            raise UsageError(f"the stack checkpoint holds {len(state['members'])} members, this stack "
+                             f"{len(self.runs)}: resume a stack with the members it started with")
+        if state["masks"] != self.masks:
+            raise UsageError(f"the stack checkpoint drew its dropout masks {state['masks']}, this stack would draw "
+                             f"them {self.masks}: resume it on the kind of device it started on")
+        self.t0 = time.perf_counter()
+        for r, m in zip(self.runs, state["members"]):
+            r.load_progress(m)
+            r.state, r.stop_reason, r.diverged_step = m["state"], m["stop_reason"], m["diverged_step"]
+            r.t0 = self.t0
+        self.active = list(state["active"])
+        to = lambda d: {n: t.to(self.device) for n, t in d.items()}  # noqa: E731
+        self.model.params = {n: t.requires_grad_() for n, t in to(state["params"]).items()}
+        self.optimizer.cfgs = [self.runs[i].cfg for i in self.active]
+        self.optimizer.columns.clear()
+        self.optimizer.steps = state["optimizer"]["steps"]
+        self.optimizer.state = {n: to(st) for n, st in state["optimizer"]["state"].items()}
+        self.ema = None if state["ema"] is None else to(state["ema"])
+        self.step = state["step"]
+        if self.mask_generator is not None:
+            self.mask_generator.set_state(state["mask_rng"])
+        torch.set_rng_state(state["torch_rng"])
+
     # --------------------------------------------------------------------------------------------------- finishing
 
     def finish(self) -> list[RunResult]:
@@ -570,15 +622,21 @@ def train_stacked(
     py_rngs: list[random.Random | None] | None = None,
     progress: bool = False,
     masks: str | None = None,
+    resume: dict | None = None,
+    on_checkpoint: Callable[[dict], None] | None = None,
+    checkpoint_every: int = 0,
 ) -> list[tuple[GPT, RunResult]]:
     """Train these runs as one stack (stack_key equal for all); return each one's model (val-selected weights) and
     RunResult, in order: what train() returns for each alone, to float32 rounding.
 
     on_eval[i](step, val) runs after member i's evaluations; True stops that member only (pruned). should_stop()
-    ends every member's run as "interrupted" (no resume checkpoints for stacks: rerun them). pools[i]: member i's
+    ends every member's run as "interrupted" (continue it with resume=, below). pools[i]: member i's
     synthetic names, as train()'s pool. progress: a tqdm bar over the longest member's steps. masks: the dropout
     masks' source, "own" (each member's from its own generator: exactly what it trains on alone) or "shared" (one draw
-    per site for the whole stack); default own on the CPU, shared on a GPU (StackedRun).
+    per site for the whole stack); default own on the CPU, shared on a GPU (StackedRun). resume: a
+    StackedRun.state_dict() to continue from (the same configs, in order). on_checkpoint(state) gets one every
+    checkpoint_every stack steps (0: never) and when should_stop() stops the stack, before its members are marked
+    interrupted: continued from, it gives the histories of a stack never stopped.
     """
     n = len(configs)
     on_eval = on_eval or [None] * n
@@ -587,6 +645,8 @@ def train_stacked(
     runs = [Run(m, c, data, device, py_rng=rng, pool=pool, own_optimizer=False)
             for (m, c), pool, rng in zip(configs, pools, py_rngs)]
     stack = StackedRun(runs, masks)
+    if resume is not None:
+        stack.load_state_dict(resume)
     say = log or (lambda line: None)
     bar = None
     if progress:
@@ -596,7 +656,7 @@ def train_stacked(
         say = bar.write
     window: list[float] = []
     t_line, evals_s = time.perf_counter(), 0.0
-    last_line_step = 0
+    last_line_step = stack.step
     while stack.active:
         members = stack.members()
         losses = stack.train_step()
@@ -623,11 +683,16 @@ def train_stacked(
                 f"{statistics.fmean(window) if window else float('nan'):.4f}{val_text} | {ms:.2f} ms/step")
             window, t_line, evals_s, last_line_step = [], now, 0.0, step
         if should_stop is not None and should_stop():
-            for k, r in enumerate(members):
-                if k not in leaving:
-                    r.state, r.stop_reason = "interrupted", f"interrupted after step {r.step}"
+            stack.drop(leaving)  # members whose runs ended at this step leave as they would have
+            if on_checkpoint is not None and stack.active:
+                on_checkpoint(stack.state_dict())
+            members = stack.members()
+            for r in members:
+                r.state, r.stop_reason = "interrupted", f"interrupted after step {r.step}"
             leaving = set(range(len(members)))
         stack.drop(leaving)
+        if on_checkpoint is not None and checkpoint_every and stack.active and stack.step % checkpoint_every == 0:
+            on_checkpoint(stack.state_dict())
         if bar is not None:
             bar.update(1)
     if bar is not None:

@@ -379,6 +379,16 @@ class Run:
 
     def state_dict(self) -> dict:
         """Everything needed to continue this run exactly; torch.save-able and loadable with weights_only=True."""
+        return {
+            **self.progress_state(),
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "ema": None if self.ema is None else [p.cpu().clone() for p in self.ema.params],
+        }
+
+    def progress_state(self) -> dict:
+        """state_dict() but the live weights, optimizer and EMA: what a stacked member (whose weights live in the
+        stack, stacked.py) checkpoints of its own."""
         cpu = lambda sd: {k: v.detach().cpu().clone() for k, v in sd.items()}  # noqa: E731
         return {
             "format": CHECKPOINT_FORMAT,
@@ -386,9 +396,6 @@ class Run:
             "train_config": {k: v for k, v in to_dict(self.cfg).items() if k != "extra"},
             "data_sha256": self.data.sha256,
             "split_seed": self.data.split_seed,
-            "model": cpu(self.model.state_dict()),
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "ema": None if self.ema is None else [p.cpu().clone() for p in self.ema.params],
             "best_state": None if self.best_state is None else cpu(self.best_state),
             "sampler": self.sampler.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -405,6 +412,14 @@ class Run:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from state_dict()'s output; UsageError if it belongs to another configuration or data."""
+        self.load_progress(state)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.params = [p.to(self.device) for p in state["ema"]]
+
+    def load_progress(self, state: dict) -> None:
+        """progress_state()'s part of a checkpoint: checks, best weights, batch stream, RNG states, history."""
         if state.get("format") != CHECKPOINT_FORMAT:
             raise UsageError(f"resume checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT}: it was "
                              "written by another version of microgpt")
@@ -419,10 +434,6 @@ class Run:
             raise UsageError("the resume checkpoint was trained on other data or another split: resume it with the "
                              "data file and split seed its config.json names")
         device = self.device
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.ema is not None:
-            self.ema.params = [p.to(device) for p in state["ema"]]
         self.best_state = None if state["best_state"] is None else {k: v.to(device) for k, v in state["best_state"].items()}
         self.sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
