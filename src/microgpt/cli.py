@@ -353,7 +353,7 @@ def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: Train
     --resume, and one without is removed rather than left half-written.
     """
     from .augment import synthetic_pool
-    from .rundir import RESUME_FILE, save_resume
+    from .rundir import RESUME_FILE, record_run, save_resume
     from .sample import tag_shares
     from .train import train
 
@@ -400,26 +400,6 @@ def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: Train
     if tensorboard is not None:
         print(f"tensorboard --logdir {tensorboard}")
     return 0
-
-
-def record_run(run_dir: Path, config: dict, cfg: TrainConfig, data, model, result, py_rng: random.Random | None
-               ) -> tuple[list[str], list[str]]:
-    """Sample the run's names (none without a selected model) and write its records; (names, their tags)."""
-    import torch
-
-    from .rundir import write_run
-    from .sample import sample_names, sample_names_microgpt, tag_names
-
-    names: list[str] = []
-    if result.best_val is not None and result.state != "interrupted":  # no selected model, nothing to sample
-        if cfg.parity:
-            names = sample_names_microgpt(model, data.tokenizer, cfg.samples, cfg.temperature, py_rng)
-        else:
-            generator = torch.Generator().manual_seed(cfg.seed)
-            names = sample_names(model, data.tokenizer, cfg.samples, cfg.temperature, generator=generator)
-    tags = tag_names(names, data.train, data.val + data.test)
-    write_run(run_dir, config, result, model, data.tokenizer, list(zip(names, tags)))
-    return names, tags
 
 
 def train_seeds(args: argparse.Namespace, argv: list[str], model_cfg: ModelConfig, cfg: TrainConfig, data,
@@ -513,7 +493,7 @@ def train_stack(args: argparse.Namespace, parent: Path, run_dirs: list[Path], re
     import statistics
 
     from .augment import synthetic_pool
-    from .rundir import RESUME_FILE, save_resume
+    from .rundir import RESUME_FILE, record_run, save_resume
     from .stacked import train_stacked
 
     cfg = configs[0][1]

@@ -139,6 +139,25 @@ def write_run(
     write_json(run_dir / "summary.json", result.summary())  # last: its presence means the run is complete on disk
 
 
+def record_run(run_dir: Path, config: dict, cfg: TrainConfig, data: Dataset, model: GPT | None, result: RunResult,
+               py_rng=None) -> tuple[list[str], list[str]]:
+    """A finished run's sample names (none without a selected model, or when interrupted), tagged by split, and every
+    record write_run() writes; (names, their tags). A parity run with the Python RNG it trained with samples as
+    microgpt.py does, continuing that stream; every other run from a torch generator seeded with its seed."""
+    from .sample import sample_names, sample_names_microgpt, tag_names
+
+    names: list[str] = []
+    if model is not None and result.best_val is not None and result.state != "interrupted" and cfg.samples:
+        if cfg.parity and py_rng is not None:
+            names = sample_names_microgpt(model, data.tokenizer, cfg.samples, cfg.temperature, py_rng)
+        else:
+            generator = torch.Generator().manual_seed(cfg.seed)
+            names = sample_names(model, data.tokenizer, cfg.samples, cfg.temperature, generator=generator)
+    tags = tag_names(names, data.train, data.val + data.test)
+    write_run(run_dir, config, result, model, data.tokenizer, list(zip(names, tags)))
+    return names, tags
+
+
 def save_checkpoint(path: Path, model: GPT, tokenizer: Tokenizer, step: int | None) -> None:
     payload = {
         "model_config": to_dict(model.cfg),

@@ -46,10 +46,8 @@ from .data import MAX_CHARS, Dataset, load_dataset
 from .files import make_dir, os_error_text
 from .interrupt import stop_requests
 from .plan import OBJECTIVES, Dimension, Plan, config_id, plan_from_dict
-from .rundir import run_config, write_atomic, write_json, write_run
-from .protocol import tag_names
+from .rundir import record_run, run_config, write_atomic, write_json
 from .record import FIGURES, RESULTS_COLUMNS, SETTINGS, STATES, coerce
-from .sample import sample_names
 
 HOST = socket.gethostname()
 
@@ -730,15 +728,8 @@ def _record(m: Member, outcome, plan: Plan) -> str:
         requeue(trial.study, trial, "interrupted", f"interrupted after step {result.steps_done}; queued again")
         return "interrupted"
     state = result.state
-    names: list[tuple[str, str]] = []
-    if result.best_val is not None and cfg.samples:
-        import torch
-
-        drawn = sample_names(model, m.data.tokenizer, cfg.samples, cfg.temperature,
-                             generator=torch.Generator().manual_seed(cfg.seed))
-        names = list(zip(drawn, tag_names(drawn, m.data.train, m.data.val + m.data.test)))
     summary = result.summary()
-    write_run(m.run_dir, m.config, result, model, m.data.tokenizer, names)
+    record_run(m.run_dir, m.config, cfg, m.data, model, result)
     trial.set_user_attr("summary", summary)
     trial.set_user_attr("state", state)
     trial.set_user_attr("run_dir", f"runs/{m.run_dir.name}")
