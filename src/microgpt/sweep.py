@@ -909,8 +909,15 @@ def run_sweep(plan: Plan, root: Path, storage: str | None, workers: int, data_pa
     interrupted = False
     try:
         with stop_requests() as stop:
-            for p in procs:
-                p.start()
+            # Workers start with Ctrl-C ignored (a spawned Python keeps an ignored SIGINT until its own handler is set
+            # in _worker_entry): a Ctrl-C while one still imports torch would otherwise end it with a traceback. This
+            # process stops them with SIGTERM either way.
+            ours = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                for p in procs:
+                    p.start()
+            finally:
+                signal.signal(signal.SIGINT, ours)
             while True:
                 alive = any(p.is_alive() for p in procs)
                 if stop.is_set() and not interrupted:
