@@ -279,15 +279,29 @@ def load_teacher(cfg: TrainConfig, data):
     return load(cfg.distill_from, data)
 
 
-def resume_train(args: argparse.Namespace, argv: list[str], overrides: dict) -> int:
-    """`microgpt train --resume RUN_DIR`: the run's own settings, data and split, from its resume.pt onwards."""
-    from .data import load_dataset
-    from .rundir import RESUME_FILE, load_resume, read_json, write_json
-
+def refuse_overrides(args: argparse.Namespace, overrides: dict, what: str) -> None:
+    """--resume takes the settings a run (or stack) recorded: any setting, preset, name or data given is an error."""
     given = sorted(f"--{k.replace('_', '-')}" for k in overrides) + [f for f, v in (
         ("--preset", args.preset), ("--name", args.name), ("--data", args.data)) if v]
     if given:
-        raise UsageError(f"--resume continues a run with the settings it started with; drop {', '.join(given)}")
+        raise UsageError(f"--resume continues {what} with the settings it started with; drop {', '.join(given)}")
+
+
+def recorded_data(path: str, split_seed: int, sha256: str, max_chars: int, what: str):
+    """The dataset a recorded run trained on, split as it was; UsageError if the file changed since."""
+    from .data import load_dataset
+
+    data = load_dataset(path, split_seed, max_chars)
+    if data.sha256 != sha256:
+        raise UsageError(f"{path} changed since {what} started (sha256 differs): resume needs the same data")
+    return data
+
+
+def resume_train(args: argparse.Namespace, argv: list[str], overrides: dict) -> int:
+    """`microgpt train --resume RUN_DIR`: the run's own settings, data and split, from its resume.pt onwards."""
+    from .rundir import RESUME_FILE, load_resume, read_json, write_json
+
+    refuse_overrides(args, overrides, "a run")
     run_dir = Path(args.resume)
     if not (run_dir / "config.json").is_file():
         raise UsageError(f"{run_dir} is not a run directory (no config.json): pass the directory `microgpt train` made")
@@ -306,9 +320,7 @@ def resume_train(args: argparse.Namespace, argv: list[str], overrides: dict) -> 
         data_path, split_seed, sha256 = config["data"]["path"], config["data"]["split_seed"], config["data"]["sha256"]
     except (KeyError, TypeError) as err:
         raise UsageError(f"{run_dir / 'config.json'} lacks {err}: it was not written by `microgpt train`") from None
-    data = load_dataset(data_path, split_seed, config["data"].get("max_chars", MAX_CHARS))
-    if data.sha256 != sha256:
-        raise UsageError(f"{data_path} changed since the run started (sha256 differs): resume needs the same data")
+    data = recorded_data(data_path, split_seed, sha256, config["data"].get("max_chars", MAX_CHARS), "the run")
     device = resolve_device(args.device)
     config.setdefault("resumed", []).append({"argv": ["microgpt", *argv], "step": state["progress"]["step"],
                                              "device": device})
@@ -440,14 +452,10 @@ def is_stack_dir(path: Path) -> bool:
 def resume_stack(args: argparse.Namespace, argv: list[str], overrides: dict) -> int:
     """`microgpt train --resume STACK_DIR`: a --seeds stack from its resume.pt onwards, each member with the settings
     its config.json records."""
-    from .data import load_dataset
     from .rundir import RESUME_FILE, load_resume, read_json, write_json
     from .stacked import default_masks
 
-    given = sorted(f"--{k.replace('_', '-')}" for k in overrides) + [f for f, v in (
-        ("--preset", args.preset), ("--name", args.name), ("--data", args.data)) if v]
-    if given:
-        raise UsageError(f"--resume continues a stack with the settings it started with; drop {', '.join(given)}")
+    refuse_overrides(args, overrides, "a stack")
     parent = Path(args.resume)
     checkpoint = parent / RESUME_FILE
     if not checkpoint.is_file():
@@ -469,9 +477,7 @@ def resume_stack(args: argparse.Namespace, argv: list[str], overrides: dict) -> 
         data_path, split_seed, sha256 = source["path"], source["split_seed"], source["sha256"]
     except (KeyError, TypeError) as err:
         raise UsageError(f"{run_dirs[0] / 'config.json'} lacks {err}: it was not written by `microgpt train`") from None
-    data = load_dataset(data_path, split_seed, source.get("max_chars", MAX_CHARS))
-    if data.sha256 != sha256:
-        raise UsageError(f"{data_path} changed since the stack started (sha256 differs): resume needs the same data")
+    data = recorded_data(data_path, split_seed, sha256, source.get("max_chars", MAX_CHARS), "the stack")
     device = resolve_device(args.device)
     if state.get("masks") != default_masks(device):
         raise UsageError(f"the stack drew its dropout masks {state.get('masks')} on its first device, {device} would "
