@@ -381,13 +381,17 @@ def postgres_url():
 def test_workers_on_two_processes_share_one_postgres_study(tmp_path, names_path, postgres_url):
     name = f"pg{os.getpid()}{int(time.time())}"
     grid = ["--grid", "lr=0.001,0.002,0.003,0.004,0.005,0.006", "-s", "5", "--eval-every", "5", "--samples", "0"]
+    import optuna
+
     first = run_cli_sweep(tmp_path / "a", names_path, *grid, "--workers", "2", "--name", name, "--storage", postgres_url)
-    time.sleep(1.0)
+    deadline = time.monotonic() + 120  # --join needs the study: wait until the first machine has created it
+    while name not in optuna.study.get_all_study_names(storage=postgres_url) and time.monotonic() < deadline:
+        assert first.poll() is None, first.communicate()[0]
+        time.sleep(0.2)
     second = run_cli_sweep(tmp_path / "b", names_path, "--join", name, "--storage", postgres_url, "--workers", "2")
     out_a, _ = first.communicate(timeout=600)
     out_b, _ = second.communicate(timeout=600)
     assert first.returncode == 0 and second.returncode == 0, out_a + out_b
-    import optuna
 
     study = optuna.load_study(study_name=name, storage=postgres_url)
     rows = trial_rows(study)
