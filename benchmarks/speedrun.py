@@ -132,17 +132,14 @@ def main() -> None:
         name = preset.replace(":", " -s ")  # fast:1500 is `--preset fast -s 1500`
         print(f"| --preset {name} ({r['steps']:,} steps) | {r['ms']:.1f} | " + " | ".join(cells) + " |")
     print("\n| run | wall s | best val (step) | test there |\n|---|---|---|---|")
-    for preset, r in rows.items():
-        wall, step, val, test = min(r["points"], key=lambda p: p[2])
-        print(f"| --preset {preset.replace(':', ' -s ')} | {r['points'][-1][0]:.1f} | {val:.4f} (step {step:,}) | {test:.4f} |")
-    if "best" in rows:
-        best_wall = rows["best"]["points"][-1][0]
-        for preset, r in rows.items():
-            if preset != "best":
-                test = min(r["points"], key=lambda p: p[2])[3]
-                print(f"--preset {preset} takes {r['points'][-1][0] / best_wall:.3f}x best's wall time "
-                      f"({r['points'][-1][0]:.1f} s vs {best_wall:.1f} s; goal (b) <= 1/3), test {test:.4f} "
-                      f"({'tier 1' if test < 1.9 else 'not tier 1'})")
+    wall = {preset: r["points"][-1][0] for preset, r in rows.items()}
+    kept = {preset: min(r["points"], key=lambda p: p[2]) for preset, r in rows.items()}  # the best-val checkpoint
+    for preset, (_, step, val, test) in kept.items():
+        print(f"| --preset {preset.replace(':', ' -s ')} | {wall[preset]:.1f} | {val:.4f} (step {step:,}) | {test:.4f} |")
+    for preset in [p for p in rows if p != "best"] if "best" in rows else []:  # in the order given
+        test = kept[preset][3]
+        print(f"--preset {preset} takes {wall[preset] / wall['best']:.3f}x best's wall time ({wall[preset]:.1f} s vs "
+              f"{wall['best']:.1f} s; goal (b) <= 1/3), test {test:.4f} ({'tier 1' if test < 1.9 else 'not tier 1'})")
     if peer and peer_best:
         peer_t = next(t for t, s, test in peer["points"] if test <= peer_best)
         for preset, r in rows.items():
