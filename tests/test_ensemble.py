@@ -12,8 +12,8 @@ from microgpt import ensemble as ens
 from microgpt import train as train_module
 from microgpt.cli import main
 from microgpt.config import UsageError, resolve
-from microgpt.data import Dataset, pack
-from microgpt.distill import distill_loss
+from microgpt.data import Dataset, frame, pack, pack_examples
+from microgpt.distill import TeacherTable, distill_loss, live_probs, names_in
 from microgpt.ensemble import Ensemble, load_members, load_teacher
 from microgpt.rundir import load_checkpoint
 from microgpt.train import evaluate, train
@@ -167,6 +167,31 @@ def test_distill_loss_by_hand(runs, names_data):
     mixed.backward()  # the student learns; the teacher gets no gradient
     assert all(p.grad is None for p in teacher.parameters())
     assert all(not m.training for m in teacher.models)
+
+
+def test_teacher_table_is_the_teacher_run_on_the_batch(runs, names_data, monkeypatch):
+    teacher = Ensemble([load_checkpoint(runs / n)[0] for n in ("s1", "s2")], "prob")
+    train_names, bos = names_data.encoded("train"), names_data.tokenizer.bos
+    monkeypatch.setattr("microgpt.distill.TABLE_NAMES", 700)  # several fills, the last one short
+    table = TeacherTable(teacher, train_names, bos, "cpu")
+    assert table.table.shape == (sum(len(s) + 1 for s in train_names), names_data.tokenizer.vocab_size)
+    g = torch.Generator().manual_seed(3)
+    for size in (1, 5, 64):  # one name a row (no mask) and packed rows
+        batch = pack([train_names[i] for i in torch.randint(len(train_names), (size,), generator=g).tolist()], bos,
+                     names_data.max_len + 1)
+        assert len(names_in(batch)) == size
+        assert torch.allclose(table.probs(batch), live_probs(teacher, batch), atol=1e-6)
+
+    # a name outside the train split (a noised one) is not in the table: its batch runs the teacher
+    ran = []
+    real_forward = Ensemble.forward
+    monkeypatch.setattr(Ensemble, "forward", lambda self, *a, **k: ran.append(1) or real_forward(self, *a, **k))
+    val_name = names_data.encoded("val")[0]
+    assert tuple(frame(val_name, bos)[0]) not in table.where
+    batch = pack_examples([frame(train_names[0], bos), frame(val_name, bos)], bos, names_data.max_len + 1)
+    assert torch.equal(table.probs(batch), live_probs(teacher, batch)) and len(ran) == 2
+    table.probs(pack(train_names[:3], bos, names_data.max_len + 1))
+    assert len(ran) == 2  # train names only: looked up
 
 
 def test_a_teacher_of_another_split_is_refused(runs, names_data, tmp_path, names_path, capsys):

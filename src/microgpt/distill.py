@@ -4,6 +4,11 @@ The target of every real (non-padding) prediction is mix * the teacher's distrib
 character, so the loss is mix * cross-entropy(teacher, student) + (1 - mix) * the usual cross-entropy. The teacher
 (an ensemble.Ensemble, or any module whose forward returns log-probabilities) runs in eval mode without gradients.
 Only training batches see it: val, test and train losses stay docs/protocol.md's plain measure.
+
+A name's teacher distribution depends on that name alone (packed names never attend to each other), so TeacherTable
+computes it once for every train name, before the first step, in the train split's order; a step then looks its
+names up instead of running K teacher models on them. An example that is not a train name (noise, synthetic names)
+sends its batch to the teacher as before.
 """
 
 from __future__ import annotations
@@ -12,19 +17,66 @@ import torch
 import torch.nn.functional as F
 
 from .config import TrainConfig, UsageError
-from .data import Batch, Dataset
+from .data import Batch, Dataset, frame, pack_examples
+
+TABLE_NAMES = 1024  # names per teacher forward while the table is filled
 
 
-def distill_loss(logits: torch.Tensor, batch: Batch, teacher: torch.nn.Module, loss: torch.Tensor,
+def live_probs(teacher: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """The teacher's next-character probabilities at batch's real predictions (n_tokens, V), row-major order."""
+    with torch.no_grad():
+        log_probs, _ = teacher(batch.idx, pos=batch.pos, mask=batch.mask)  # (B, T, V), eval mode, float32
+    keep = batch.targets.view(-1) >= 0  # padding is never counted (docs/protocol.md)
+    return log_probs.view(-1, log_probs.size(-1))[keep].exp()
+
+
+def names_in(batch: Batch) -> list[tuple[int, ...]]:
+    """Each packed name's input ids (BOS c1..cn), in the row-major order of its real predictions."""
+    keep = batch.targets.view(-1) >= 0
+    ids = batch.idx.view(-1)[keep].tolist()
+    starts = (batch.pos.view(-1)[keep] == 0).nonzero().view(-1).tolist() + [len(ids)]
+    return [tuple(ids[a:b]) for a, b in zip(starts, starts[1:])]
+
+
+class TeacherTable:
+    """The teacher's distribution for every prediction of every train name, filled once in a fixed order (the
+    train split's, TABLE_NAMES a forward), so a resumed run looks up the very numbers the unstopped one did."""
+
+    def __init__(self, teacher: torch.nn.Module, seqs: list[list[int]], bos: int, device: torch.device | str):
+        self.teacher = teacher
+        self.where: dict[tuple[int, ...], tuple[int, int]] = {}  # name's inputs -> (first row of table, length)
+        width = max(len(s) for s in seqs) + 1
+        parts, rows = [], 0
+        for i in range(0, len(seqs), TABLE_NAMES):
+            examples = [frame(s, bos) for s in seqs[i:i + TABLE_NAMES]]
+            batch = pack_examples(examples, bos, width).to(device)
+            parts.append(live_probs(teacher, batch))
+            for name in names_in(batch):
+                self.where.setdefault(name, (rows, len(name)))
+                rows += len(name)
+        self.table = torch.cat(parts)  # (predictions of the train split, V) float32, on device
+
+    def probs(self, batch: Batch) -> torch.Tensor:
+        """live_probs(teacher, batch), looked up; a batch with any name outside the table runs the teacher."""
+        rows = []
+        for name in names_in(batch):
+            found = self.where.get(name)
+            if found is None:
+                return live_probs(self.teacher, batch)
+            rows.extend(range(found[0], found[0] + found[1]))
+        return self.table.index_select(0, torch.tensor(rows, device=self.table.device))
+
+
+def distill_loss(logits: torch.Tensor, batch: Batch, teacher: torch.nn.Module | TeacherTable, loss: torch.Tensor,
                  mix: float) -> torch.Tensor:
     """mix * cross-entropy against the teacher's probabilities + (1 - mix) * loss, the student's own cross-entropy
-    against batch.targets, both token-weighted means over the same real predictions."""
+    against batch.targets, both token-weighted means over the same real predictions. teacher: a TeacherTable, or
+    the model itself (run on the batch)."""
     V = logits.size(-1)
-    with torch.no_grad():
-        teacher_log_probs, _ = teacher(batch.idx, pos=batch.pos, mask=batch.mask)  # (B, T, V), eval mode
+    teacher_probs = teacher.probs(batch) if isinstance(teacher, TeacherTable) else live_probs(teacher, batch)
     keep = batch.targets.view(-1) >= 0  # padding is never counted (docs/protocol.md)
     student = F.log_softmax(logits.float().view(-1, V)[keep], dim=-1)  # float32 also under bf16 autocast
-    soft = -(teacher_log_probs.view(-1, V)[keep].exp() * student).sum(-1).mean()
+    soft = -(teacher_probs * student).sum(-1).mean()
     # (1 - mix) * loss rather than a recomputed cross-entropy: mix 0 is then the undistilled run, number for number
     return mix * soft + (1 - mix) * loss
 

@@ -15,7 +15,7 @@ import torch
 from .augment import AugmentedSampler, augmentation_text, ngram_names
 from .config import ModelConfig, TrainConfig, UsageError, to_dict
 from .data import Batch, BatchSampler, Dataset, SequenceSampler, rng_state, set_rng_state
-from .distill import check_teacher, distill_loss, distill_text
+from .distill import TeacherTable, check_teacher, distill_loss, distill_text
 from .model import GPT, init_weights
 from .optim import build_optimizer, lr_at
 from .precision import resolve_autocast
@@ -237,7 +237,8 @@ class Run:
             else:
                 self.sampler = BatchSampler(data.encoded("train"), data.tokenizer.bos, cfg.batch_size, seed=cfg.seed)
         check_teacher(teacher, data, cfg)
-        self.teacher = None if teacher is None else teacher.to(device)
+        self.teacher = None if teacher is None else TeacherTable(teacher.to(device), data.encoded("train"),
+                                                                 data.tokenizer.bos, device)
         self.trained_on += distill_text(cfg)
         self.model = model.to(device)
         self.model.dropout_generator = self.dropout_generator
