@@ -98,6 +98,59 @@ def test_dropout_is_active_in_train_mode_only():
     assert torch.equal(model(idx)[0], model(idx)[0])
 
 
+def test_each_dropout_site_has_its_own_rate():
+    idx = torch.tensor([[6, 1, 2, 3], [6, 2, 2, 1]])
+    model = build(dropout=0.5, dropout_embed=0.0, dropout_attn=0.0, dropout_resid=0.0)  # every site overridden to 0
+    model.train()
+    model.dropout_generator = g = torch.Generator().manual_seed(1)
+    state = g.get_state()
+    a, _ = model(idx)
+    model.eval()
+    assert torch.equal(a, model(idx)[0]) and torch.equal(g.get_state(), state)  # no mask drawn anywhere
+    for site in ("embed", "attn", "resid"):  # one site dropping: train mode differs, the others stay at 0
+        cfg = ModelConfig(dropout=0.0, **{f"dropout_{site}": 0.3})
+        assert cfg.rate(site) == 0.3 and all(cfg.rate(o) == 0.0 for o in ("embed", "attn", "resid") if o != site)
+        one = build(dropout=0.0, **{f"dropout_{site}": 0.3})
+        one.train()
+        assert not torch.equal(one(idx)[0], a)
+    assert ModelConfig(dropout=0.2).rate("attn") == 0.2  # -1, the default, is --dropout's
+
+
+def test_drop_path_skips_whole_branches_per_row_deeper_more_often():
+    cfg = ModelConfig(n_layer=4, drop_path=0.4)
+    assert [cfg.path_rate(i) for i in range(4)] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    model = build(drop_path=0.5, n_layer=2)
+    idx = torch.tensor([[6, 1, 2, 3]] * 4000)
+    branch = torch.ones(4000, 4, 8, dtype=torch.float64)
+    block = model.blocks[1]  # rate 0.5
+    block.train()
+    block.attn.generator = torch.Generator().manual_seed(0)
+    out = block.skipped(branch)
+    rows = out[:, 0, 0]
+    assert torch.equal(out, rows.view(-1, 1, 1).expand_as(out))  # a whole row kept or skipped
+    assert set(rows.tolist()) == {0.0, 2.0} and (rows == 0).double().mean().item() == pytest.approx(0.5, abs=0.03)
+    model.eval()
+    plain = build(n_layer=2)
+    assert torch.equal(model(idx[:2])[0], plain(idx[:2])[0])  # eval mode: every branch, as without drop_path
+    model.train()
+    model.dropout_generator = torch.Generator().manual_seed(0)
+    assert not torch.equal(model(idx[:8])[0], plain(idx[:8])[0])
+
+
+def test_swiglu_is_silu_gate_times_value_at_the_relu_mlps_size():
+    from microgpt.model import GPT as G
+
+    assert G(ModelConfig(n_embd=96, activation="swiglu")).num_params() == G(ModelConfig(n_embd=96)).num_params()
+    model = build(activation="swiglu")
+    mlp = model.blocks[0].mlp
+    h = ModelConfig(n_embd=8, activation="swiglu").mlp_hidden()
+    assert h == 22 and mlp.c_fc.weight.shape == (2 * h, 8) and mlp.c_proj.weight.shape == (8, h)
+    x = torch.randn(3, 5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    gate, value = x @ mlp.c_fc.weight[:h].T, x @ mlp.c_fc.weight[h:].T
+    by_hand = (gate * torch.sigmoid(gate) * value) @ mlp.c_proj.weight.T
+    torch.testing.assert_close(mlp(x), by_hand)
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [
@@ -107,6 +160,11 @@ def test_dropout_is_active_in_train_mode_only():
         ({"dropout": 1.0}, "dropout must be in"),
         ({"dropout": -0.1}, "dropout must be in"),
         ({"norm": "batchnorm"}, "norm must be one of"),
+        ({"dropout_attn": 1.5}, "dropout_attn must be in"),
+        ({"dropout_embed": -0.5}, "or -1 for --dropout's rate"),
+        ({"drop_path": 1.0}, "drop_path must be in"),
+        ({"drop_path": 0.1, "residual": False}, "drop_path skips residual branches"),
+        ({"activation": "swish"}, "activation must be one of"),
     ],
 )
 def test_bad_model_configs(bad, message):

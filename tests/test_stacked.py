@@ -18,16 +18,19 @@ SCHEDULES = ("constant", "linear", "cosine", "exponential", "wsd")
 
 
 def members(optimizer: str, lr: float) -> list[tuple[ModelConfig, TrainConfig]]:
-    """One member per schedule, each with other settings too: dropout, EMA, clipping, decay, batch size, seed."""
+    """One member per schedule, each with other settings too: dropout (per site), stochastic depth, EMA or SWA,
+    clipping, decay, batch size, seed."""
     out = []
     for i, schedule in enumerate(SCHEDULES):
-        model = dataclasses.replace(MODEL, dropout=(0.0, 0.1, 0.2, 0.1, 0.0)[i], init_std=(0.08, 0.05, 0.1, 0.08, 0.06)[i])
+        model = dataclasses.replace(MODEL, dropout=(0.0, 0.1, 0.2, 0.1, 0.0)[i], init_std=(0.08, 0.05, 0.1, 0.08, 0.06)[i],
+                                    dropout_attn=(-1, 0.0, -1, 0.3, -1)[i], dropout_embed=(-1, -1, 0.0, -1, 0.1)[i],
+                                    drop_path=(0.0, 0.2, 0.0, 0.1, 0.3)[i])
         cfg = TrainConfig(optimizer=optimizer, lr=lr * (1.0, 0.5, 1.5, 0.8, 1.2)[i], min_lr=lr / 100, schedule=schedule,
                           warmup_steps=(0, 3, 0, 2, 5)[i], steps=(24, 24, 16, 24, 20)[i], batch_size=(4, 4, 2, 6, 3)[i],
                           eval_every=(6, 6, 4, 8, 5)[i], seed=10 + i, ema=(0.0, 0.9, 0.0, 0.95, 0.8)[i],
                           grad_clip=(0.0, 0.5, 0.0, 1.0, 0.0)[i], weight_decay=(0.0, 0.01, 0.1, 0.0, 0.05)[i],
                           beta1=(0.85, 0.9, 0.8, 0.85, 0.9)[i], momentum=(0.9, 0.8, 0.3, 0.9, 0.5)[i],
-                          decay_all=i == 2, nesterov=optimizer == "sgd")
+                          decay_all=i == 2, nesterov=optimizer == "sgd", swa=(0.5, 0.0, 0.25, 0.0, 0.0)[i])
         out.append((model, cfg))
     return out
 
@@ -58,6 +61,14 @@ def test_each_member_matches_its_run_alone(names_data, optimizer, lr):
         for name, tensor in alone_model.state_dict().items():  # the val-selected weights (RMSprop divides by tiny
             # second moments, so a 1e-7 gradient difference can move a weight by 3e-5 over 24 steps)
             torch.testing.assert_close(model.state_dict()[name], tensor, atol=1e-4, rtol=1e-3)
+
+
+def test_swiglu_members_match_their_runs_alone(names_data):
+    model = dataclasses.replace(MODEL, activation="swiglu", dropout_resid=0.1, drop_path=0.2)
+    configs = [(model, TrainConfig(optimizer="muon", lr=0.01, steps=12, batch_size=4, eval_every=6, seed=s))
+               for s in (1, 2)]
+    for (model_cfg, cfg), (_, result) in zip(configs, train_stacked(configs, names_data)):
+        assert_same(train(model_cfg, cfg, names_data)[1], result)
 
 
 def test_per_member_settings_really_differ(names_data):

@@ -165,3 +165,28 @@ def test_autocast_auto_picks_bf16_only_where_it_is_native(monkeypatch, tmp_path,
     chosen = json.loads((tmp_path / "p" / "config.json").read_text())["autocast"]
     assert chosen["chosen"] == expected and ("(bf16 autocast by --autocast auto: this CPU has" in out) == (expected == "bfloat16")
     assert ("(no autocast by --autocast auto: this CPU has no native bf16" in out) == (expected == "off")
+
+
+def test_swa_is_the_uniform_mean_of_the_last_steps_weights(tiny_data):
+    from microgpt.config import UsageError
+    from microgpt.train import Run
+
+    cfg = TrainConfig(steps=20, batch_size=4, eval_every=10, swa=0.25, lr=0.02)
+    assert cfg.swa_start() == 15
+    run = Run(TINY_MODEL, cfg, tiny_data)
+    seen = []
+    for _ in range(cfg.steps):
+        run.train_step()
+        seen.append([p.detach().clone() for p in run.model.parameters()])
+    for averaged, *steps in zip(run.ema.params, *seen[15:]):
+        torch.testing.assert_close(averaged, torch.stack(steps).mean(0), atol=1e-6, rtol=1e-5)
+    for early, live in zip(Run(TINY_MODEL, TrainConfig(steps=20, batch_size=4, swa=0.25), tiny_data).ema.params,
+                           seen[0]):
+        assert early.shape == live.shape
+    assert cfg.average_weight(3) == 1.0  # before its start the average is the live weights
+    with pytest.raises(UsageError, match="pass one of them"):
+        TrainConfig(swa=0.2, ema=0.99).validate()
+    with pytest.raises(UsageError, match="swa must be in"):
+        TrainConfig(swa=1.0).validate()
+    _, result = train(TINY_MODEL, cfg, tiny_data)  # evaluations from step 15 on see the average
+    assert result.state == "complete" and math.isfinite(result.test_loss)

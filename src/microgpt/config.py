@@ -13,7 +13,8 @@ from typing import Any
 from .protocol import SPLIT_SEED
 
 NORMS = ("rmsnorm", "rmsnorm_gain", "layernorm")
-ACTIVATIONS = ("relu", "gelu", "relu2")
+ACTIVATIONS = ("relu", "gelu", "relu2", "swiglu")
+DROPOUT_SITES = {"embed": "dropout_embed", "attn": "dropout_attn", "resid": "dropout_resid"}  # site -> its own rate
 INITS = ("microgpt", "scaled")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "muon")
 SCHEDULES = ("constant", "linear", "cosine", "exponential", "wsd")
@@ -55,11 +56,20 @@ class ModelConfig:
     n_head: int = setting(4, "attention heads; must divide n_embd")
     n_embd: int = setting(16, "residual stream width", short="-e")
     dropout: float = setting(0.0, "probability, on embeddings, attention weights, attention and MLP outputs; [0, 1)")
+    dropout_embed: float = setting(-1.0, "dropout on the embeddings alone; -1: --dropout's",
+                                   default_text="-1, --dropout's")
+    dropout_attn: float = setting(-1.0, "dropout on the attention weights alone; -1: --dropout's",
+                                  default_text="-1, --dropout's")
+    dropout_resid: float = setting(-1.0, "dropout on the attention and MLP outputs (the residual branches) alone; "
+                                   "-1: --dropout's", default_text="-1, --dropout's")
+    drop_path: float = setting(0.0, "stochastic depth: probability of skipping a residual branch for a packed row, "
+                               "rising linearly to this at the last block; [0, 1)")
     norm: str = setting("rmsnorm", "rmsnorm (no gain, microgpt) | rmsnorm_gain | layernorm (gain + bias)",
                         choices=NORMS)
     embed_norm: bool = setting(True, "normalise right after wte + wpe (microgpt does)")
     final_norm: bool = setting(False, "normalise before lm_head (microgpt does not; GPT-2 does)")
-    activation: str = setting("relu", "MLP non-linearity: relu (microgpt) | gelu | relu2 (squared ReLU)",
+    activation: str = setting("relu", "MLP non-linearity: relu (microgpt) | gelu | relu2 (squared ReLU) | swiglu "
+                              "(SiLU-gated, hidden ceil(8 n_embd / 3))",
                               choices=ACTIVATIONS)
     tie_weights: bool = setting(False, "lm_head shares wte's matrix (microgpt: untied)")
     residual: bool = setting(True, "x + f(x) around attention and MLP; off means x = f(x)")
@@ -67,6 +77,20 @@ class ModelConfig:
     init: str = setting("microgpt", "microgpt: every matrix N(0, init_std); scaled: nanoGPT's N(0, 0.02), residual "
                         "projections / sqrt(2 n_layer)", choices=INITS)
     init_std: float = setting(0.08, "std of the microgpt init")
+
+    def rate(self, site: str) -> float:
+        """The dropout probability at a site: "embed", "attn" (attention weights) or "resid" (a block's attention and
+        MLP outputs); the site's own setting where it is not -1, else --dropout."""
+        own = getattr(self, DROPOUT_SITES[site])
+        return self.dropout if own == -1 else own
+
+    def path_rate(self, layer: int) -> float:
+        """Stochastic depth's skip probability for block `layer` (0-based): drop_path * (layer + 1) / n_layer."""
+        return self.drop_path * (layer + 1) / self.n_layer
+
+    def mlp_hidden(self) -> int:
+        """The MLP's hidden width: 4 n_embd, or ceil(8 n_embd / 3) for swiglu (same parameter count, two inputs)."""
+        return -(-8 * self.n_embd // 3) if self.activation == "swiglu" else 4 * self.n_embd
 
     def validate(self) -> None:
         """Raise UsageError on a configuration no model can be built from."""
@@ -81,6 +105,15 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise UsageError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name in DROPOUT_SITES.values():
+            value = getattr(self, name)
+            if not (value == -1 or 0.0 <= value < 1.0):
+                raise UsageError(f"{name} must be in [0, 1), or -1 for --dropout's rate; got {value!r}")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise UsageError(f"drop_path must be in [0, 1), got {self.drop_path!r}")
+        if self.drop_path > 0 and not self.residual:
+            raise UsageError("drop_path skips residual branches: it needs --residual (drop --no-residual or "
+                             "--drop-path)")
         if not self.init_std > 0:
             raise UsageError(f"init_std must be positive, got {self.init_std!r}")
         _check_choice("norm", self.norm, NORMS)
@@ -115,6 +148,8 @@ class TrainConfig:
     grad_clip: float = setting(0.0, "clip the global gradient norm to this; 0 = off")
     ema: float = setting(0.0, "evaluate and keep an exponential moving average of the weights with this decay, e.g. "
                          "0.999; 0 = off")
+    swa: float = setting(0.0, "weight averaging (SWA): the last share of steps whose weights are averaged uniformly, "
+                         "every step; evaluations from its start see the average; 0 = off; not with --ema")
     noise: float = setting(0.0, "per input character, probability of a random substitution or deletion; targets "
                            "stay clean", group=AUGMENT)
     synthetic: float = setting(0.0, "share of each batch's names drawn from a pool of generated names", group=AUGMENT)
@@ -147,6 +182,21 @@ class TrainConfig:
     temperature: float = setting(0.5, "sampling temperature for samples.txt", group=OUTPUT)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into config.json; no flag
 
+    def swa_start(self) -> int:
+        """The first step (0-based) whose weights enter --swa's uniform average."""
+        return int(self.steps * (1 - self.swa))
+
+    def average_weight(self, step: int) -> float | None:
+        """The share of step's new weights in the evaluated average (EMA or SWA), None without one: EMA's decay
+        ramps as min(ema, (1 + step) / (10 + step)); SWA copies the live weights until swa_start, then averages
+        uniformly."""
+        if self.ema > 0:
+            return 1.0 - min(self.ema, (1 + step) / (10 + step))
+        if self.swa > 0:
+            start = self.swa_start()
+            return 1.0 if step < start else 1.0 / (step - start + 1)
+        return None
+
     def validate(self) -> None:
         """Raise UsageError on settings that cannot train."""
         _check_finite(self)
@@ -177,6 +227,10 @@ class TrainConfig:
             raise UsageError(f"decay_frac must be in (0, 1], got {self.decay_frac!r}")
         if not 0 <= self.ema < 1:
             raise UsageError(f"ema must be in [0, 1), got {self.ema!r}")
+        if not 0 <= self.swa < 1:
+            raise UsageError(f"swa must be in [0, 1), got {self.swa!r}")
+        if self.swa > 0 and self.ema > 0:
+            raise UsageError(f"--swa {self.swa:g} and --ema {self.ema:g} both average the weights: pass one of them")
         if not self.muon_lr > 0:
             raise UsageError(f"muon_lr must be positive, got {self.muon_lr!r}")
         if not 0 <= self.momentum < 1:

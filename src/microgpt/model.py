@@ -32,6 +32,12 @@ def dropout(x: torch.Tensor, p: float, training: bool, generator: torch.Generato
     return x * dropout_noise(x.shape, p, generator, x.device, x.dtype)
 
 
+def drop_path_noise(rows: int, p: float, generator: torch.Generator | None, device: torch.device,
+                    dtype: torch.dtype) -> torch.Tensor:
+    """Stochastic depth's multipliers for a residual branch, one per packed row: (rows, 1, 1) of 0 or 1/(1-p)."""
+    return dropout_noise((rows, 1, 1), p, generator, device, dtype)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
               noise: Callable[[torch.Size], torch.Tensor] | None) -> torch.Tensor:
     """softmax(q k^T / sqrt(hs)) v over (..., T, hs), causal or masked; noise(shape) multiplies the attention weights
@@ -65,7 +71,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = cfg.n_head
         self.qk_norm = cfg.qk_norm
-        self.dropout = cfg.dropout
+        self.dropout_attn, self.dropout_resid = cfg.rate("attn"), cfg.rate("resid")
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)  # rows: microgpt's wq, wk, wv stacked
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)      # microgpt's wo
         self.generator: torch.Generator | None = None  # dropout's stream (GPT.dropout_generator sets it)
@@ -80,27 +86,36 @@ class CausalSelfAttention(nn.Module):
             q = F.rms_norm(q, (q.size(-1),), eps=NORM_EPS)
             k = F.rms_norm(k, (k.size(-1),), eps=NORM_EPS)
         noise = None
-        if self.training and self.dropout > 0:
-            noise = lambda shape: dropout_noise(shape, self.dropout, self.generator, x.device, x.dtype)  # noqa: E731
+        if self.training and self.dropout_attn > 0:
+            noise = lambda shape: dropout_noise(shape, self.dropout_attn, self.generator, x.device, x.dtype)  # noqa: E731
         y = attention(q, k, v, mask, noise)  # scale 1/sqrt(hs), as microgpt
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return dropout(self.c_proj(y), self.dropout, self.training, self.generator)
+        return dropout(self.c_proj(y), self.dropout_resid, self.training, self.generator)
+
+
+def swiglu(h: torch.Tensor) -> torch.Tensor:
+    """SiLU(gate) * value, the gate the first half of the hidden features and the value the second."""
+    gate, value = h.chunk(2, dim=-1)
+    return F.silu(gate) * value
 
 
 ACTIVATIONS = {
     "relu": F.relu,
     "gelu": F.gelu,
     "relu2": lambda x: F.relu(x).square(),
+    "swiglu": swiglu,
 }
 
 
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False)    # microgpt's mlp_fc1
-        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False)  # microgpt's mlp_fc2
+        hidden = cfg.mlp_hidden()
+        fan_out = 2 * hidden if cfg.activation == "swiglu" else hidden  # swiglu: gate and value from one matrix
+        self.c_fc = nn.Linear(cfg.n_embd, fan_out, bias=False)        # microgpt's mlp_fc1
+        self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=False)      # microgpt's mlp_fc2
         self.act = ACTIVATIONS[cfg.activation]
-        self.dropout = cfg.dropout
+        self.dropout = cfg.rate("resid")
         self.generator: torch.Generator | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,19 +123,27 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer: int = 0):
         super().__init__()
         self.residual = cfg.residual
+        self.path_rate = cfg.path_rate(layer)
         self.norm_1 = Norm(cfg.norm, cfg.n_embd)
         self.attn = CausalSelfAttention(cfg)
         self.norm_2 = Norm(cfg.norm, cfg.n_embd)
         self.mlp = MLP(cfg)
 
+    def skipped(self, branch: torch.Tensor) -> torch.Tensor:
+        """Stochastic depth: the branch, or nothing, per packed row (training only; drawn from dropout's stream)."""
+        if not self.training or self.path_rate == 0:
+            return branch
+        return branch * drop_path_noise(branch.size(0), self.path_rate, self.attn.generator, branch.device,
+                                        branch.dtype)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         a = self.attn(self.norm_1(x), mask)
-        x = x + a if self.residual else a
+        x = x + self.skipped(a) if self.residual else a
         m = self.mlp(self.norm_2(x))
-        return x + m if self.residual else m
+        return x + self.skipped(m) if self.residual else m
 
 
 class GPT(nn.Module):
@@ -131,7 +154,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.embed_norm = Norm(cfg.norm, cfg.n_embd) if cfg.embed_norm else nn.Identity()
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.blocks = nn.ModuleList(Block(cfg, layer) for layer in range(cfg.n_layer))
         self.final_norm = Norm(cfg.norm, cfg.n_embd) if cfg.final_norm else nn.Identity()
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
@@ -163,7 +186,7 @@ class GPT(nn.Module):
         B, T = idx.shape
         if pos is None:
             pos = torch.arange(T, device=idx.device)
-        x = dropout(self.embed_norm(self.wte(idx) + self.wpe(pos)), self.cfg.dropout, self.training,
+        x = dropout(self.embed_norm(self.wte(idx) + self.wpe(pos)), self.cfg.rate("embed"), self.training,
                     self._generator)  # (B, T, C)
         for block in self.blocks:
             x = block(x, mask)

@@ -28,7 +28,7 @@ from .record import RunResult
 from .train import Run, eval_rows
 
 # ModelConfig fields a stack may vary per member: they change values, not tensor shapes or the forward's structure
-MEMBER_MODEL_FIELDS = ("dropout", "init", "init_std")
+MEMBER_MODEL_FIELDS = ("dropout", "dropout_embed", "dropout_attn", "dropout_resid", "drop_path", "init", "init_std")
 # TrainConfig fields every member of a stack shares: one optimizer code path, dtype, precision, data order and split
 SHARED_TRAIN_FIELDS = ("optimizer", "nesterov", "dtype", "autocast", "parity", "split_seed")
 MASKS = ("own", "shared")  # where a stack's dropout masks come from (StackedRun)
@@ -38,6 +38,14 @@ STACK_FORMAT = 1  # StackedRun.state_dict()'s layout
 def default_masks(device: str | torch.device) -> str:
     """A stack's dropout masks unless asked otherwise: each member's own on the CPU, one shared draw on a GPU."""
     return "own" if torch.device(device).type == "cpu" else "shared"
+
+
+def site_rate(model_cfg: ModelConfig, site: str) -> float:
+    """A member's drop probability at one of StackedGPT's noise sites: embed, attn, resid (attention output), mlp
+    (MLP output) or path<layer> (stochastic depth of that block), as GPT draws it alone."""
+    if site.startswith("path"):
+        return model_cfg.path_rate(int(site[4:]))
+    return model_cfg.rate("resid" if site == "mlp" else site)
 
 
 def stack_key(model_cfg: ModelConfig, cfg: TrainConfig) -> tuple:
@@ -130,10 +138,10 @@ class StackedGPT:
         for layer in range(cfg.n_layer):
             p = f"blocks.{layer}."
             a = self.attention(params, p + "attn.", self.norm(params, p + "norm_1", x), mask, noise)
-            x = x + a if cfg.residual else a
+            x = x + self.skipped(a, layer, noise) if cfg.residual else a
             h = ACTIVATIONS[cfg.activation](self.linear(params[p + "mlp.c_fc.weight"], self.norm(params, p + "norm_2", x)))
             m = self.dropped(self.linear(params[p + "mlp.c_proj.weight"], h), "mlp", noise)
-            x = x + m if cfg.residual else m
+            x = x + self.skipped(m, layer, noise) if cfg.residual else m
         if cfg.final_norm:
             x = self.norm(params, "final_norm", x)
         head = params["wte.weight"] if cfg.tie_weights else params["lm_head.weight"]
@@ -157,6 +165,13 @@ class StackedGPT:
     def dropped(x: torch.Tensor, site: str, noise: Callable | None) -> torch.Tensor:
         multipliers = noise(site, x.shape, x.dtype) if noise is not None else None
         return x if multipliers is None else x * multipliers
+
+    @staticmethod
+    def skipped(branch: torch.Tensor, layer: int, noise: Callable | None) -> torch.Tensor:
+        """Stochastic depth of block `layer`: one multiplier per member and packed row (site "path<layer>")."""
+        K, R = branch.shape[:2]
+        multipliers = noise(f"path{layer}", (K, R, 1, 1), branch.dtype) if noise is not None else None
+        return branch if multipliers is None else branch * multipliers
 
     def attention(self, params: dict[str, torch.Tensor], p: str, x: torch.Tensor, mask: torch.Tensor | None,
                   noise: Callable | None) -> torch.Tensor:
@@ -373,7 +388,7 @@ class StackedRun:
         self.model = StackedGPT([r.model for r in runs])
         self.optimizer = StackedOptimizer(self.model, runs[0].model, [r.cfg for r in runs])
         self.ema = ({n: p.detach().clone() for n, p in self.model.params.items()}
-                    if any(r.cfg.ema > 0 for r in runs) else None)
+                    if any(r.cfg.average_weight(0) is not None for r in runs) else None)
         first = runs[0]
         self.device, self.data = first.device, first.data
         self.autocast = first.autocast
@@ -402,25 +417,35 @@ class StackedRun:
     def noise(self, members: list[Run], shapes: list[tuple[int, int]]) -> Callable | None:
         """Dropout multipliers per site: each member's from its own generator, in the shape its own batch has alone
         (so the draws are the ones it makes alone), padded with ones."""
-        if not any(r.model_cfg.dropout > 0 for r in members):
+        n_layer = self.model.cfg.n_layer
+        sites = ["embed", "attn", "resid", "mlp", *(f"path{layer}" for layer in range(n_layer))]
+        rates = {site: [site_rate(r.model_cfg, site) for r in members] for site in sites}
+        if not any(p > 0 for site in sites for p in rates[site]):
             return None
         if self.masks == "shared":
-            keep = torch.tensor([1.0 - r.model_cfg.dropout for r in members], device=self.device)
+            keeps = {site: torch.tensor([1.0 - p for p in rates[site]], device=self.device) for site in sites}
 
-            def shared(site: str, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
-                column = keep.view(-1, *[1] * (len(shape) - 1))
+            def shared(site: str, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor | None:
+                if not any(p > 0 for p in rates[site]):
+                    return None
+                column = keeps[site].view(-1, *[1] * (len(shape) - 1))
                 return torch.bernoulli(column.expand(shape), generator=self.mask_generator).div_(column).to(dtype)
 
             return shared
 
-        def draw(site: str, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+        def draw(site: str, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor | None:
+            if not any(p > 0 for p in rates[site]):
+                return None
             out = torch.ones(shape, dtype=dtype, device=self.device)
-            for k, r in enumerate(members):
-                p = r.model_cfg.dropout
+            for k, (r, p) in enumerate(zip(members, rates[site])):
                 if p > 0:
                     rows, width = shapes[k]
-                    own = (rows, shape[2], width, width) if site == "attn" else (rows, width, shape[-1])
-                    region = out[k, :rows, :, :width, :width] if site == "attn" else out[k, :rows, :width]
+                    if site == "attn":
+                        own, region = (rows, shape[2], width, width), out[k, :rows, :, :width, :width]
+                    elif site.startswith("path"):
+                        own, region = (rows, 1, 1), out[k, :rows]
+                    else:
+                        own, region = (rows, width, shape[-1]), out[k, :rows, :width]
                     region.copy_(dropout_noise(own, p, r.dropout_generator, out.device, out.dtype))
             return out
 
@@ -450,10 +475,10 @@ class StackedRun:
         self.optimizer.step(params, lrs)
         if self.ema is not None:
             with torch.no_grad():
-                d = [min(r.cfg.ema, (1 + step) / (10 + step)) if r.cfg.ema > 0 else 1.0 for r in members]
+                shares = [r.cfg.average_weight(step) for r in members]
                 live = [p.detach() for p in params.values()]
                 torch._foreach_lerp_([self.ema[n] for n in params], live,
-                                     self.optimizer.column_list([1.0 - x for x in d], live))
+                                     self.optimizer.column_list([0.0 if w is None else w for w in shares], live))
         values = losses.tolist()
         finite = [math.isfinite(v) for v in values]
         self.step = step + 1
@@ -476,7 +501,7 @@ class StackedRun:
         live = {n: p.detach() for n, p in self.model.params.items()}
         if self.ema is None:
             return live
-        uses = [r.cfg.ema > 0 for r in self.members()]
+        uses = [r.cfg.average_weight(0) is not None for r in self.members()]
         return {n: torch.where(self.optimizer.column([float(u) for u in uses], p).bool(), self.ema[n], p)
                 for n, p in live.items()}
 

@@ -61,19 +61,16 @@ def evaluate(model: GPT, batches: list[Batch]) -> float:
 
 
 class WeightAverage:
-    """An exponential moving average of the parameters, the weights every evaluation sees when enabled.
+    """An average of the parameters, the weights every evaluation sees when enabled: an exponential moving average
+    (--ema) or SWA's uniform one over the last steps (--swa); TrainConfig.average_weight gives each step's share."""
 
-    Its decay ramps up as min(decay, (1 + step) / (10 + step)) so the average is not dominated by the initial weights.
-    """
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig):
+        self.cfg = cfg
         self.params = [p.detach().clone() for p in model.parameters()]
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_(self.params, [p.detach() for p in model.parameters()], 1.0 - d)
+        torch._foreach_lerp_(self.params, [p.detach() for p in model.parameters()], self.cfg.average_weight(step))
 
     @contextlib.contextmanager
     def applied(self, model: torch.nn.Module):
@@ -246,7 +243,8 @@ class Run:
         # own_optimizer=False: a stack (stacked.py) updates this run's weights; torch.optim's first optimizer also
         # imports torch._dynamo, 2.5 s of a 7 s microgpt-sized run here
         self.optimizer = build_optimizer(self.model, cfg) if own_optimizer else None
-        self.ema = WeightAverage(self.model, cfg.ema) if cfg.ema > 0 and own_optimizer else None
+        self.ema = (WeightAverage(self.model, cfg) if cfg.average_weight(0) is not None and own_optimizer
+                    else None)
         self.val_batches = [b.to(device) for b in data.eval_batches("val")]
         self.precision, self.precision_why = resolve_autocast(cfg.autocast, torch.device(device).type, cfg.dtype,
                                                               cfg.parity)
