@@ -270,6 +270,13 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
                         tensorboard=args.tensorboard, teacher=teacher)
 
 
+def optimizer_text(cfg: TrainConfig) -> str:
+    """The optimizer and its peak rates as the header prints them (Muon's two: its matrices' and AdamW's)."""
+    if cfg.optimizer == "muon":
+        return f"muon lr {cfg.muon_lr:g} + adamw lr {cfg.lr:g}"
+    return f"{cfg.optimizer} lr {cfg.lr:g}"
+
+
 def load_teacher(cfg: TrainConfig, data):
     """The ensemble --distill-from names, checked against data; None without one."""
     if not cfg.distill_from:
@@ -338,7 +345,7 @@ def print_setup(data, model_cfg: ModelConfig, cfg: TrainConfig, device: str, thr
     print(f"data   {data.path}: {len(data.words):,} examples, vocab {data.tokenizer.vocab_size} "
           f"| train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,} (split seed {data.split_seed})")
     print(f"model  {GPT(model_cfg).num_params():,} params: {model_cfg.n_layer} layer x {model_cfg.n_head} heads x {model_cfg.n_embd} wide, block "
-          f"{model_cfg.block_size}, {model_cfg.norm}, {model_cfg.activation} | {cfg.optimizer} lr {cfg.lr:g} "
+          f"{model_cfg.block_size}, {model_cfg.norm}, {model_cfg.activation} | {optimizer_text(cfg)} "
           f"{cfg.schedule}, batch {cfg.batch_size}, {cfg.steps} steps | {device}, {threads} thread{'s' if threads > 1 else ''}, {cfg.dtype}"
           + precision_text(cfg, device) + augmentation_text(cfg)
           + (" | microgpt parity" if cfg.parity else ""))
