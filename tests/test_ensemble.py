@@ -223,6 +223,14 @@ def test_cli_train_distills(runs, tmp_path, names_path, capsys):
     assert "distil 0.7 x the teacher's distribution" in out
     assert "distilled from" in summary(tmp_path / "d")["trained_on"]
 
+    # --seeds: one stack, every member distilled from the one teacher table
+    code = main(["train", "--data", str(names_path), *TINY, "--seeds", "2", "--distill-from", str(runs / "s1"),
+                 "--out-dir", str(tmp_path), "--name", "ds"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    for seed in (1337, 1338):
+        assert "distilled from" in summary(tmp_path / "ds" / f"s{seed}")["trained_on"]
+
 
 class SplitLog:
     """Which split each evaluation measured, in order: eval_batches' results are recognised by their first batch."""
@@ -277,7 +285,7 @@ def test_choices_never_read_test(runs, tmp_path, monkeypatch, names_data, capsys
     assert log.splits == ["val"] * 3 + ["test", "train"]
 
 
-def test_a_sweep_distils_each_point_alone_and_refuses_a_foreign_teacher(runs, names_data, tmp_path):
+def test_a_sweep_distils_its_points_in_one_stack_and_refuses_a_foreign_teacher(runs, names_data, tmp_path):
     import csv
 
     from microgpt.plan import plan_from_dict
@@ -289,8 +297,11 @@ def test_a_sweep_distils_each_point_alone_and_refuses_a_foreign_teacher(runs, na
     sweep_dir, url = prepare(plan, tmp_path, None)
     study = load_study(plan, url)
     reconcile(study, plan, sweep_dir, url)
-    work(study, plan, names_data, sweep_dir, url, stack=4)  # distilled runs never share a stack
+    work(study, plan, names_data, sweep_dir, url, stack=4)  # the two valid points share one stack
     rows = list(csv.DictReader(open(sweep_dir / "results.csv")))
+    stacks = {json.loads((sweep_dir / "runs" / r["run"] / "config.json").read_text()).get("stack", {}).get("id")
+              for r in rows if r["state"] == "complete"}
+    assert len(stacks) == 1 and None not in stacks
     states = {(r["distill_from"].rsplit("/", 1)[-1], r["distill_mix"]): r["state"] for r in rows}
     assert states == {("s1", "0.0"): "complete", ("s1", "0.5"): "complete",
                       ("split1", "0.0"): "invalid", ("split1", "0.5"): "invalid"}
@@ -298,3 +309,23 @@ def test_a_sweep_distils_each_point_alone_and_refuses_a_foreign_teacher(runs, na
     plain = next(r for r in rows if r["state"] == "complete" and r["distill_mix"] == "0.0")
     mixed = next(r for r in rows if r["state"] == "complete" and r["distill_mix"] == "0.5")
     assert plain["val_loss"] != mixed["val_loss"]
+
+
+def test_a_stack_distils_each_member_as_it_would_alone(runs, names_data):
+    from microgpt.stacked import train_stacked
+
+    teacher = load_teacher(f"{runs / 's1'},{runs / 's2'}", names_data)
+    table = TeacherTable(teacher, names_data.encoded("train"), names_data.tokenizer.bos, "cpu")
+    configs = []
+    for seed, mix, dropout in ((4, 0.5, 0.0), (5, 0.0, 0.1), (6, 0.8, 0.1)):
+        model_cfg, cfg = _tiny_train(names_data, seed=seed, distill_mix=mix, distill_from=f"{runs / 's1'},{runs / 's2'}")
+        configs.append((dataclasses.replace(model_cfg, dropout=dropout), cfg))
+    configs.append(_tiny_train(names_data, seed=7))  # a member without a teacher
+    stacked = train_stacked(configs, names_data, teachers=[table, table, table, None])
+    for (model_cfg, cfg), (_, result) in zip(configs, stacked):
+        _, alone = train(model_cfg, cfg, names_data, teacher=teacher if cfg.distill_from else None)
+        assert [h["loss"] for h in result.history] == pytest.approx([h["loss"] for h in alone.history], abs=2e-6)
+        assert result.val_loss == pytest.approx(alone.val_loss, abs=2e-6)
+        assert result.test_loss == pytest.approx(alone.test_loss, abs=2e-6)
+    assert stacked[0][1].history[0]["loss"] != stacked[3][1].history[0]["loss"]
+    assert "distilled from" in stacked[0][1].trained_on and "distilled from" not in stacked[3][1].trained_on

@@ -254,9 +254,7 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     teacher = load_teacher(cfg, data)  # before the run directory: a refused teacher leaves nothing behind
     device = resolve_device(args.device)
     if args.seeds is not None and args.seeds > 1:
-        if cfg.distill_from:
-            raise UsageError("--seeds trains a stack, which does not distil yet: drop --seeds, or --distill-from")
-        return train_seeds(args, argv, model_cfg, cfg, data, device)
+        return train_seeds(args, argv, model_cfg, cfg, data, device, teacher)
     run_dir = new_run_dir(args.out_dir, args.name, prefix=args.preset or "train")  # input is valid: safe to create
     config = run_config(model_cfg, cfg, data, device, ["microgpt", *argv])
     config["autocast"] = dict(zip(("chosen", "why"), resolve_autocast(cfg.autocast, device, cfg.dtype, cfg.parity)))
@@ -422,7 +420,7 @@ def run_training(run_dir: Path, config: dict, model_cfg: ModelConfig, cfg: Train
 
 
 def train_seeds(args: argparse.Namespace, argv: list[str], model_cfg: ModelConfig, cfg: TrainConfig, data,
-                device: str) -> int:
+                device: str, teacher=None) -> int:
     """`microgpt train --seeds K`: K seeds of one configuration trained as one stack (stacked.py), one run
     directory each under --out-dir/<name>/, then a line per seed and their mean +- sd."""
     from .rundir import new_run_dir, run_config, write_json
@@ -448,7 +446,7 @@ def train_seeds(args: argparse.Namespace, argv: list[str], model_cfg: ModelConfi
         raise
     print_setup(data, model_cfg, cfg, device, args.threads)
     print(f"stack  {len(seeds)} seeds ({seeds[0]}..{seeds[-1]}) trained as one stacked model")
-    return train_stack(args, parent, run_dirs, records, configs, data, device)
+    return train_stack(args, parent, run_dirs, records, configs, data, device, teacher=teacher)
 
 
 def is_stack_dir(path: Path) -> bool:
@@ -496,13 +494,14 @@ def resume_stack(args: argparse.Namespace, argv: list[str], overrides: dict) -> 
     print(f"resume {parent} from step {state['step']}/{max(c.steps for _, c in configs)}, {len(state['active'])} of "
           f"{len(configs)} members still training")
     print_setup(data, model_cfg, cfg, device, args.threads)
-    return train_stack(args, parent, run_dirs, records, configs, data, device, resume=state)
+    return train_stack(args, parent, run_dirs, records, configs, data, device, resume=state,
+                       teacher=load_teacher(cfg, data))
 
 
 def train_stack(args: argparse.Namespace, parent: Path, run_dirs: list[Path], records: list[dict], configs: list,
-                data, device: str, resume: dict | None = None) -> int:
+                data, device: str, resume: dict | None = None, teacher=None) -> int:
     """Train (or continue) a --seeds stack, checkpointing it to parent/resume.pt; record each member and print their
-    mean +- sd (and the ensemble with --ensemble)."""
+    mean +- sd (and the ensemble with --ensemble). teacher: every member's (--distill-from), as one table."""
     import statistics
 
     from .augment import synthetic_pool
@@ -512,12 +511,17 @@ def train_stack(args: argparse.Namespace, parent: Path, run_dirs: list[Path], re
     cfg = configs[0][1]
     checkpoint = parent / RESUME_FILE
     py_rngs = [random.Random(c.seed) if c.parity else None for _, c in configs]
+    if teacher is not None:  # the teacher's distributions of the train names, computed once for all the members
+        from .distill import TeacherTable
+
+        teacher = TeacherTable(teacher.to(device), data.encoded("train"), data.tokenizer.bos, device)
     with stop_requests() as stop:
         trained = train_stacked(configs, data, device=device, log=print, should_stop=stop.is_set, py_rngs=py_rngs,
                                 progress=sys.stderr.isatty(), resume=resume,
                                 on_checkpoint=lambda state: save_resume(checkpoint, state),
                                 checkpoint_every=args.checkpoint_every,
-                                pools=[synthetic_pool(data, c) if c.synthetic else None for _, c in configs])
+                                pools=[synthetic_pool(data, c) if c.synthetic else None for _, c in configs],
+                                teachers=[teacher] * len(configs))
     fmt = lambda x: "  -   " if x is None else f"{x:.4f}"  # noqa: E731
     for run_dir, config, (_, c), (model, result), rng in zip(run_dirs, records, configs, trained, py_rngs):
         record_run(run_dir, config, c, data, model, result, rng)

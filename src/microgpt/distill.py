@@ -44,6 +44,7 @@ class TeacherTable:
 
     def __init__(self, teacher: torch.nn.Module, seqs: list[list[int]], bos: int, device: torch.device | str):
         self.teacher = teacher
+        self.data_id = getattr(teacher, "data_id", None)  # check_teacher reads it, as of the teacher itself
         self.where: dict[tuple[int, ...], tuple[int, int]] = {}  # name's inputs -> (first row of table, length)
         width = max(len(s) for s in seqs) + 1
         parts, rows = [], 0
@@ -72,13 +73,19 @@ def distill_loss(logits: torch.Tensor, batch: Batch, teacher: torch.nn.Module | 
     """mix * cross-entropy against the teacher's probabilities + (1 - mix) * loss, the student's own cross-entropy
     against batch.targets, both token-weighted means over the same real predictions. teacher: a TeacherTable, or
     the model itself (run on the batch)."""
-    V = logits.size(-1)
     teacher_probs = teacher.probs(batch) if isinstance(teacher, TeacherTable) else live_probs(teacher, batch)
-    keep = batch.targets.view(-1) >= 0  # padding is never counted (docs/protocol.md)
-    student = F.log_softmax(logits.float().view(-1, V)[keep], dim=-1)  # float32 also under bf16 autocast
-    soft = -(teacher_probs * student).sum(-1).mean()
+    soft = soft_loss(logits, batch.targets, teacher_probs)
     # (1 - mix) * loss rather than a recomputed cross-entropy: mix 0 is then the undistilled run, number for number
     return mix * soft + (1 - mix) * loss
+
+
+def soft_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the student's logits (..., V) against the teacher's probabilities (n, V) over the n real
+    predictions (targets >= 0), taken in row-major order as live_probs and TeacherTable.probs give them."""
+    V = logits.size(-1)
+    keep = targets.reshape(-1) >= 0  # padding is never counted (docs/protocol.md)
+    student = F.log_softmax(logits.float().reshape(-1, V)[keep], dim=-1)  # float32 also under bf16 autocast
+    return -(teacher_probs * student).sum(-1).mean()
 
 
 def check_teacher(teacher: torch.nn.Module | None, data: Dataset, cfg: TrainConfig) -> None:

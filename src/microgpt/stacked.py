@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from .config import ModelConfig, TrainConfig, UsageError
 from .data import Batch, Dataset
+from .distill import soft_loss
 from .model import ACTIVATIONS, GPT, NORM_EPS, attention, dropout_noise
 from .optim import NS_COEFFICIENTS, hidden_matrices, lr_at
 from .record import RunResult
@@ -381,8 +382,6 @@ class StackedRun:
         if len(keys) != 1:
             raise UsageError("a stack's runs must share the model's shape and the optimizer, dtype, precision and "
                              f"parity; these differ in {sorted(_differing(runs))}")
-        if any(r.teacher is not None for r in runs):
-            raise UsageError("a stack does not distil yet: train runs with distill_from one at a time")
         self.runs = runs
         self.active = list(range(len(runs)))   # the members still training, in stack order
         self.model = StackedGPT([r.model for r in runs])
@@ -457,7 +456,8 @@ class StackedRun:
         members = self.members()
         step = self.step
         lrs = [lr_at(step, r.cfg) for r in members]
-        batch = stack_batches([r.sampler.next() for r in members], self.data.tokenizer.bos, self.device)
+        own = [r.sampler.next() for r in members]
+        batch = stack_batches(own, self.data.tokenizer.bos, self.device)
         params = self.model.params
         with self.autocast:
             logits = self.model.forward(params, batch.idx, batch.pos, batch.mask, self.noise(members, batch.shapes))
@@ -467,6 +467,15 @@ class StackedRun:
         sums = F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch.targets.reshape(-1),
                                ignore_index=-1, reduction="none").view(K, -1).sum(1)
         losses = sums / batch.n_tokens.to(sums.device)
+        if any(r.teacher is not None for r in members):  # distillation (distill.py), member by member
+            mixed = []
+            for k, (r, b) in enumerate(zip(members, own)):
+                if r.teacher is None:
+                    mixed.append(losses[k])
+                    continue
+                soft = soft_loss(logits[k], batch.targets[k], r.teacher.probs(b.to(self.device)))
+                mixed.append(r.cfg.distill_mix * soft + (1 - r.cfg.distill_mix) * losses[k])
+            losses = torch.stack(mixed)
         for p in params.values():
             p.grad = None
         # A member whose loss is not finite gets no gradient (it is recorded diverged below and leaves the stack);
@@ -650,6 +659,7 @@ def train_stacked(
     resume: dict | None = None,
     on_checkpoint: Callable[[dict], None] | None = None,
     checkpoint_every: int = 0,
+    teachers: list | None = None,
 ) -> list[tuple[GPT, RunResult]]:
     """Train these runs as one stack (stack_key equal for all); return each one's model (val-selected weights) and
     RunResult, in order: what train() returns for each alone, to float32 rounding.
@@ -661,14 +671,16 @@ def train_stacked(
     per site for the whole stack); default own on the CPU, shared on a GPU (StackedRun). resume: a
     StackedRun.state_dict() to continue from (the same configs, in order). on_checkpoint(state) gets one every
     checkpoint_every stack steps (0: never) and when should_stop() stops the stack, before its members are marked
-    interrupted: continued from, it gives the histories of a stack never stopped.
+    interrupted: continued from, it gives the histories of a stack never stopped. teachers[i]: member i's teacher,
+    as train()'s (an ensemble, or one distill.TeacherTable that members of one teacher share).
     """
     n = len(configs)
     on_eval = on_eval or [None] * n
     pools = pools or [None] * n
     py_rngs = py_rngs or [None] * n
-    runs = [Run(m, c, data, device, py_rng=rng, pool=pool, own_optimizer=False)
-            for (m, c), pool, rng in zip(configs, pools, py_rngs)]
+    teachers = teachers or [None] * n
+    runs = [Run(m, c, data, device, py_rng=rng, pool=pool, teacher=teacher, own_optimizer=False)
+            for (m, c), pool, rng, teacher in zip(configs, pools, py_rngs, teachers)]
     stack = StackedRun(runs, masks)
     if resume is not None:
         stack.load_state_dict(resume)

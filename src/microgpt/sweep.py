@@ -590,8 +590,8 @@ def execute_group(claimed: list, plan: Plan, data: Dataset, sweep_dir: Path, tra
         else:
             members[i] = member
     stacks: dict[tuple, list[int]] = {}
-    for i, m in members.items():  # a distilled run trains alone: a stack does not distil (yet)
-        stacks.setdefault((stack_key(m.model_cfg, m.cfg), i if m.cfg.distill_from else -1), []).append(i)
+    for i, m in members.items():
+        stacks.setdefault(stack_key(m.model_cfg, m.cfg), []).append(i)
     with contextlib.ExitStack() as beating:
         for i in members:
             beating.enter_context(heartbeat(claimed[i][0].study, claimed[i][0]))
@@ -676,6 +676,18 @@ def _on_eval(m: Member, plan: Plan) -> Callable[[int, float], bool]:
     return on_eval
 
 
+def shared_tables(group: list[Member], device: str) -> list:
+    """Each member's teacher as a distill.TeacherTable, one per --distill-from among the group (filled once)."""
+    from .distill import TeacherTable
+
+    tables: dict[str, TeacherTable] = {}
+    for m in group:
+        if m.teacher is not None and m.cfg.distill_from not in tables:
+            tables[m.cfg.distill_from] = TeacherTable(m.teacher.to(device), m.data.encoded("train"),
+                                                      m.data.tokenizer.bos, device)
+    return [tables.get(m.cfg.distill_from) for m in group]
+
+
 def _train_group(group: list[Member], plan: Plan, train_fn: Callable | None,
                  should_stop: Callable[[], bool] | None, device: str = "cpu") -> list:
     """Train the members (one stack when more than one); per member (model, result), or the exception that failed
@@ -697,7 +709,8 @@ def _train_group(group: list[Member], plan: Plan, train_fn: Callable | None,
                 kwargs["teacher"] = m.teacher
             return [(train_fn or default_train)(m.model_cfg, m.cfg, m.data, on_eval=_on_eval(m, plan), **kwargs)]
         return train_stacked([(m.model_cfg, m.cfg) for m in group], group[0].data, device=device,
-                             on_eval=[_on_eval(m, plan) for m in group], should_stop=should_stop, pools=pools)
+                             on_eval=[_on_eval(m, plan) for m in group], should_stop=should_stop, pools=pools,
+                             teachers=shared_tables(group, device))
     except Exception as err:  # a run that raises is recorded as failed; the sweep goes on
         err.__traceback_text__ = traceback.format_exc()[-2000:]  # type: ignore[attr-defined]
         return [err] * len(group)

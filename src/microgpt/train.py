@@ -234,8 +234,9 @@ class Run:
             else:
                 self.sampler = BatchSampler(data.encoded("train"), data.tokenizer.bos, cfg.batch_size, seed=cfg.seed)
         check_teacher(teacher, data, cfg)
-        self.teacher = None if teacher is None else TeacherTable(teacher.to(device), data.encoded("train"),
-                                                                 data.tokenizer.bos, device)
+        if teacher is not None and not isinstance(teacher, TeacherTable):  # a stack's members share one table
+            teacher = TeacherTable(teacher.to(device), data.encoded("train"), data.tokenizer.bos, device)
+        self.teacher = teacher
         self.trained_on += distill_text(cfg)
         self.model = model.to(device)
         self.model.dropout_generator = self.dropout_generator
