@@ -329,3 +329,18 @@ def test_a_stack_distils_each_member_as_it_would_alone(runs, names_data):
         assert result.test_loss == pytest.approx(alone.test_loss, abs=2e-6)
     assert stacked[0][1].history[0]["loss"] != stacked[3][1].history[0]["loss"]
     assert "distilled from" in stacked[0][1].trained_on and "distilled from" not in stacked[3][1].trained_on
+
+
+def test_synthetic_names_are_in_the_table_too(runs, names_data, monkeypatch):
+    from microgpt.train import Run
+
+    spec = str(runs / "s1")
+    model_cfg, cfg = _tiny_train(names_data, distill_from=spec, synthetic=0.5)
+    run = Run(model_cfg, cfg, names_data, teacher=load_teacher(spec, names_data))
+    assert len(run.teacher.where) > len(set(map(tuple, names_data.encoded("train"))))  # the pool's names are in
+    ran = []
+    real_forward = Ensemble.forward
+    monkeypatch.setattr(Ensemble, "forward", lambda self, *a, **k: ran.append(1) or real_forward(self, *a, **k))
+    for _ in range(5):
+        assert run.train_step() is not None
+    assert ran == []  # every real and synthetic name looked up

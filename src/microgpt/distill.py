@@ -6,9 +6,9 @@ character, so the loss is mix * cross-entropy(teacher, student) + (1 - mix) * th
 Only training batches see it: val, test and train losses stay docs/protocol.md's plain measure.
 
 A name's teacher distribution depends on that name alone (packed names never attend to each other), so TeacherTable
-computes it once for every train name, before the first step, in the train split's order; a step then looks its
-names up instead of running K teacher models on them. An example that is not a train name (noise, synthetic names)
-sends its batch to the teacher as before.
+computes it once for every train name (and every name of a --synthetic pool), before the first step, in a fixed
+order; a step then looks its names up instead of running K teacher models on them. An example outside the table (a
+noised name) sends its batch to the teacher as before.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ def names_in(batch: Batch) -> list[tuple[int, ...]]:
 
 
 class TeacherTable:
-    """The teacher's distribution for every prediction of every train name, filled once in a fixed order (the
-    train split's, TABLE_NAMES a forward), so a resumed run looks up the very numbers the unstopped one did."""
+    """The teacher's distribution for every prediction of every name of seqs (the train split, then any synthetic
+    pool), filled once in that order, TABLE_NAMES a forward, so a resumed run looks up the very numbers the unstopped
+    one did."""
 
     def __init__(self, teacher: torch.nn.Module, seqs: list[list[int]], bos: int, device: torch.device | str):
         self.teacher = teacher

@@ -235,7 +235,8 @@ class Run:
                 self.sampler = BatchSampler(data.encoded("train"), data.tokenizer.bos, cfg.batch_size, seed=cfg.seed)
         check_teacher(teacher, data, cfg)
         if teacher is not None and not isinstance(teacher, TeacherTable):  # a stack's members share one table
-            teacher = TeacherTable(teacher.to(device), data.encoded("train"), data.tokenizer.bos, device)
+            names = data.encoded("train") + (pool if cfg.synthetic and pool else [])  # synthetic names: looked up too
+            teacher = TeacherTable(teacher.to(device), names, data.tokenizer.bos, device)
         self.teacher = teacher
         self.trained_on += distill_text(cfg)
         self.model = model.to(device)
