@@ -269,6 +269,8 @@ def test_choices_never_read_test(runs, tmp_path, monkeypatch, names_data, capsys
     monkeypatch.setattr(Dataset, "eval_batches", no_test)
     choice = ens.choose(members, names_data)
     assert choice.member_val == sorted(choice.member_val)
+    for combine in ens.COMBINES:
+        assert ens.choose(members, names_data, "greedy", combine).members  # greedy selection reads val only too
     monkeypatch.undo()
 
     # the whole command: every val evaluation comes before the first test one, test only at the end
@@ -344,3 +346,29 @@ def test_synthetic_names_are_in_the_table_too(runs, names_data, monkeypatch):
     for _ in range(5):
         assert run.train_step() is not None
     assert ran == []  # every real and synthetic name looked up
+
+
+def test_greedy_selection_adds_members_while_val_falls_and_leaves_out_a_bad_one(runs, names_data, tmp_path,
+                                                                                 names_path, capsys):
+    assert main(["train", "--data", str(names_path), *TINY, "-s", "1", "--seed", "9", "--out-dir", str(tmp_path),
+                 "--name", "untrained"]) == 0
+    members, _ = load_members([runs / "s1", runs / "s2", runs / "s3", tmp_path / "untrained"])
+    choice = ens.choose(members, names_data, "greedy", "prob")
+    assert tmp_path / "untrained" in [m.run_dir for m in choice.left_out]
+    assert len(choice.members) + len(choice.left_out) == 4
+    batches = names_data.eval_batches("val")
+    curve = [evaluate(Ensemble([m.model for m in choice.members[:k]], "prob"), batches)
+             for k in range(1, len(choice.members) + 1)]
+    assert curve == sorted(curve, reverse=True) and len(set(curve)) == len(curve)  # each addition lowered val
+    assert curve[0] == pytest.approx(min(choice.member_val), abs=1e-6)  # it started from the best member
+    for m in choice.left_out:  # and no left-out run would have lowered it further
+        worse = evaluate(Ensemble([c.model for c in choice.members] + [m.model], "prob"), batches)
+        assert worse >= curve[-1] - 1e-6
+    capsys.readouterr()
+    assert main(["ensemble", *(str(m.run_dir) for m in members), "--select", "greedy", "--samples", "0",
+                 "--out-dir", str(tmp_path), "--name", "g"]) == 0
+    out = capsys.readouterr().out
+    assert "select greedy on val took" in out and "untrained" in out.split("left out:")[1]
+    config = json.loads((tmp_path / "g" / "config.json").read_text())["ensemble"]
+    assert config["left_out"] == [str((tmp_path / "untrained").resolve())]
+    assert len(config["members"]) == len(choice.members)

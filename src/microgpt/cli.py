@@ -197,6 +197,9 @@ def build_parser() -> Parser:
                     "members by val loss, measure val for K = 1, 2, 4, 8, ... and then test once, and record the "
                     "ensemble as a run-like directory that `microgpt report` reads and --distill-from accepts.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories of one data file and split")
+    p.add_argument("--select", choices=("all", "greedy"), default="all",
+                   help="all: every run given, best val first; greedy: forward selection on val, adding the run that "
+                        "lowers the ensemble's val loss most until none does (default all)")
     p.add_argument("--combine", choices=("prob", "logit"), default="prob",
                    help="what the recorded ensemble averages: probabilities or logits (default prob); both are "
                         "measured and printed")

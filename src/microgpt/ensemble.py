@@ -14,7 +14,7 @@ import csv
 import io
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,6 +32,7 @@ from .sample import sample_names
 from .train import evaluate
 
 COMBINES = ("prob", "logit")
+SELECTS = ("all", "greedy")  # every member given, or forward selection on val (Caruana et al. 2004, no repeats)
 SIZES = (1, 2, 4, 8)       # ensemble sizes of the loss-vs-K curve (issue 13); K itself is added if it is not one
 ENSEMBLE_KEY = "ensemble"  # config.json's key that marks an ensemble directory (and names its members)
 
@@ -215,10 +216,57 @@ class Choice:
     members: list[Member]
     member_val: list[float]
     val: dict[str, dict[int, float]]  # combine -> K -> val loss
+    left_out: list[Member] = field(default_factory=list)  # candidates greedy selection did not take
 
 
-def choose(members: list[Member], data: Dataset) -> Choice:
-    """Every choice of the ensemble, on val only: the member order and the val loss of each size and combine."""
+def val_log_probs(model: nn.Module, data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """A model's log-probabilities (n, V) at every real val prediction, and the n targets: what greedy selection
+    compares (a few hundred kilobytes a member for names.txt's val split)."""
+    out, targets = [], []
+    model.eval()
+    with torch.no_grad():
+        for b in data.eval_batches("val"):
+            logits, _ = model(b.idx, pos=b.pos, mask=b.mask)
+            keep = b.targets.reshape(-1) >= 0
+            out.append(F.log_softmax(logits.float().reshape(-1, logits.size(-1))[keep], dim=-1))
+            targets.append(b.targets.reshape(-1)[keep])
+    return torch.cat(out), torch.cat(targets)
+
+
+def greedy(members: list[Member], data: Dataset, combine: str) -> list[Member]:
+    """Forward selection on val: start from the best member, then add the one that lowers the ensemble's val loss
+    most (combine as given), until none lowers it. The chosen members in the order they were added."""
+    scored = [val_log_probs(m.model, data) for m in members]
+    targets = scored[0][1]
+    stacked = torch.stack([lp for lp, _ in scored])  # (M, n, V)
+
+    def loss(indices: list[int]) -> float:
+        log_probs = combine_logits(stacked[indices], combine)  # log-softmaxes stand in for logits: same softmax
+        return F.nll_loss(log_probs, targets).item()
+
+    chosen = [min(range(len(members)), key=lambda i: loss([i]))]
+    best = loss(chosen)
+    while len(chosen) < len(members):
+        rest = [i for i in range(len(members)) if i not in chosen]
+        candidate = min(rest, key=lambda i: loss(chosen + [i]))
+        value = loss(chosen + [candidate])
+        if value >= best:
+            break
+        chosen.append(candidate)
+        best = value
+    return [members[i] for i in chosen]
+
+
+def choose(members: list[Member], data: Dataset, select: str = "all", combine: str = "prob") -> Choice:
+    """Every choice of the ensemble, on val only: which members (all, or greedy's), their order (best val first, or
+    greedy's order of adding) and the val loss of each size and combine."""
+    if select not in SELECTS:
+        raise UsageError(f"--select must be one of {', '.join(SELECTS)}; got {select!r}")
+    if select == "greedy":
+        chosen = greedy(members, data, combine)
+        vals = [evaluate(m.model, data.eval_batches("val")) for m in chosen]
+        return Choice(chosen, vals, {c: loss_vs_k(chosen, data, "val", c) for c in COMBINES},
+                      [m for m in members if all(m is not c for c in chosen)])
     ordered, vals = order_by_val(members, data)
     return Choice(ordered, vals, {c: loss_vs_k(ordered, data, "val", c) for c in COMBINES})
 
@@ -319,7 +367,8 @@ def ensemble_config(choice: Choice, data: Dataset, combine: str, argv: list[str]
 
     return {
         ENSEMBLE_KEY: {"members": [str(m.run_dir.resolve()) for m in choice.members], "combine": combine,
-                       "member_val": choice.member_val, "sizes": list(choice.val[combine])},
+                       "member_val": choice.member_val, "sizes": list(choice.val[combine]),
+                       "left_out": [str(m.run_dir.resolve()) for m in choice.left_out]},
         "data": {"path": str(Path(data.path).resolve()), "sha256": data.sha256, "examples": len(data.words),
                  "chars": "".join(data.tokenizer.chars), "split_seed": data.split_seed, "max_chars": data.max_chars,
                  "splits": {"train": len(data.train), "val": len(data.val), "test": len(data.test)}},
@@ -347,7 +396,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     torch.set_num_threads(args.threads)
     members, _ = load_members(args.run_dirs)
     data = members_data(members, args.data)
-    choice = choose(members, data)  # val only, before any test figure exists
+    choice = choose(members, data, args.select, args.combine)  # val only, before any test figure exists
     measured = measure(choice, data, args.combine)  # test read once, for the report
     names = sample_names(Ensemble([m.model for m in choice.members], args.combine), data.tokenizer, args.samples,
                          args.temperature, generator=torch.Generator().manual_seed(args.seed)) if args.samples else []
@@ -378,6 +427,9 @@ def print_figures(data: Dataset, choice: Choice, measured: Measured, combine: st
           f"{len(data.train):,} / val {len(data.val):,} / test {len(data.test):,} (split seed {data.split_seed})")
     for m, val, test in zip(choice.members, choice.member_val, measured.member_test):
         print(f"member {str(m.run_dir):<32} val {val:.4f} | test {test:.4f}")
+    if choice.left_out:
+        print(f"select greedy on val took {k} of {k + len(choice.left_out)} (in the order added); left out: "
+              + ", ".join(str(m.run_dir) for m in choice.left_out))
     print("K      val prob | val logit | test prob | test logit")
     for size in choice.val["prob"]:
         print(f"{size:<6} {choice.val['prob'][size]:8.4f} | {choice.val['logit'][size]:9.4f} | "
