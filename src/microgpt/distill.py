@@ -59,12 +59,13 @@ class TeacherTable:
         self.table = torch.cat(parts)  # (predictions of the train split, V) float32, on device
 
     def probs(self, batch: Batch) -> torch.Tensor:
-        """live_probs(teacher, batch), looked up; a batch with any name outside the table runs the teacher."""
+        """live_probs(teacher, batch), looked up (batch on any device: the rows come on the table's); a batch with
+        any name outside the table runs the teacher."""
         rows = []
         for name in names_in(batch):
             found = self.where.get(name)
             if found is None:
-                return live_probs(self.teacher, batch)
+                return live_probs(self.teacher, batch.to(self.table.device))
             rows.extend(range(found[0], found[0] + found[1]))
         return self.table.index_select(0, torch.tensor(rows, device=self.table.device))
 

@@ -473,7 +473,7 @@ class StackedRun:
                 if r.teacher is None:
                     mixed.append(losses[k])
                     continue
-                soft = soft_loss(logits[k], batch.targets[k], r.teacher.probs(b.to(self.device)))
+                soft = soft_loss(logits[k], batch.targets[k], r.teacher.probs(b))  # b: the member's batch, on the host
                 mixed.append(r.cfg.distill_mix * soft + (1 - r.cfg.distill_mix) * losses[k])
             losses = torch.stack(mixed)
         for p in params.values():
