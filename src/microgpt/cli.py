@@ -550,7 +550,7 @@ def train_stack(args: argparse.Namespace, parent: Path, run_dirs: list[Path], re
 
         done = [str(d) for d, r in zip(run_dirs, results) if r.best_val is not None]
         return ensemble.run(argparse.Namespace(
-            run_dirs=done, combine="prob", samples=cfg.samples, temperature=cfg.temperature, seed=0, data=None,
+            run_dirs=done, select="all", combine="prob", samples=cfg.samples, temperature=cfg.temperature, seed=0, data=None,
             threads=args.threads, out_dir=str(parent), name="ensemble"), ["ensemble", *done])
     return 0
 
