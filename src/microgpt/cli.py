@@ -515,9 +515,9 @@ def train_stack(args: argparse.Namespace, parent: Path, run_dirs: list[Path], re
     checkpoint = parent / RESUME_FILE
     py_rngs = [random.Random(c.seed) if c.parity else None for _, c in configs]
     if teacher is not None:  # the teacher's distributions of the train names, computed once for all the members
-        from .distill import TeacherTable
+        from .distill import teacher_table
 
-        teacher = TeacherTable(teacher.to(device), data.encoded("train"), data.tokenizer.bos, device)
+        teacher = teacher_table(teacher, data, device)
     with stop_requests() as stop:
         trained = train_stacked(configs, data, device=device, log=print, should_stop=stop.is_set, py_rngs=py_rngs,
                                 progress=sys.stderr.isatty(), resume=resume,
@@ -550,8 +550,8 @@ def train_stack(args: argparse.Namespace, parent: Path, run_dirs: list[Path], re
 
         done = [str(d) for d, r in zip(run_dirs, results) if r.best_val is not None]
         return ensemble.run(argparse.Namespace(
-            run_dirs=done, select="all", combine="prob", samples=cfg.samples, temperature=cfg.temperature, seed=0, data=None,
-            threads=args.threads, out_dir=str(parent), name="ensemble"), ["ensemble", *done])
+            run_dirs=done, select="all", combine="prob", samples=cfg.samples, temperature=cfg.temperature, seed=0,
+            data=None, threads=args.threads, out_dir=str(parent), name="ensemble"), ["ensemble", *done])
     return 0
 
 

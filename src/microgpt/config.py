@@ -186,6 +186,10 @@ class TrainConfig:
         """The first step (0-based) whose weights enter --swa's uniform average."""
         return int(self.steps * (1 - self.swa))
 
+    def averages(self) -> bool:
+        """Whether evaluations see an average of the weights (--ema or --swa)."""
+        return self.ema > 0 or self.swa > 0
+
     def average_weight(self, step: int) -> float | None:
         """The share of step's new weights in the evaluated average (EMA or SWA), None without one: EMA's decay
         ramps as min(ema, (1 + step) / (10 + step)); SWA copies the live weights until swa_start, then averages

@@ -70,6 +70,12 @@ class TeacherTable:
         return self.table.index_select(0, torch.tensor(rows, device=self.table.device))
 
 
+def teacher_table(teacher: torch.nn.Module, data: Dataset, device: torch.device | str,
+                  pool: list[list[int]] | None = None) -> TeacherTable:
+    """The TeacherTable of data's train names (then pool's, a --synthetic pool), on device."""
+    return TeacherTable(teacher.to(device), data.encoded("train") + (pool or []), data.tokenizer.bos, device)
+
+
 def distill_loss(logits: torch.Tensor, batch: Batch, teacher: torch.nn.Module | TeacherTable, loss: torch.Tensor,
                  mix: float) -> torch.Tensor:
     """mix * cross-entropy against the teacher's probabilities + (1 - mix) * loss, the student's own cross-entropy

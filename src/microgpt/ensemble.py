@@ -244,12 +244,10 @@ def greedy(members: list[Member], data: Dataset, combine: str) -> list[Member]:
         log_probs = combine_logits(stacked[indices], combine)  # log-softmaxes stand in for logits: same softmax
         return F.nll_loss(log_probs, targets).item()
 
-    chosen = [min(range(len(members)), key=lambda i: loss([i]))]
-    best = loss(chosen)
+    chosen: list[int] = []
+    best = math.inf
     while len(chosen) < len(members):
-        rest = [i for i in range(len(members)) if i not in chosen]
-        candidate = min(rest, key=lambda i: loss(chosen + [i]))
-        value = loss(chosen + [candidate])
+        value, candidate = min((loss(chosen + [i]), i) for i in range(len(members)) if i not in chosen)
         if value >= best:
             break
         chosen.append(candidate)

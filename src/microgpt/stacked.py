@@ -387,7 +387,7 @@ class StackedRun:
         self.model = StackedGPT([r.model for r in runs])
         self.optimizer = StackedOptimizer(self.model, runs[0].model, [r.cfg for r in runs])
         self.ema = ({n: p.detach().clone() for n, p in self.model.params.items()}
-                    if any(r.cfg.average_weight(0) is not None for r in runs) else None)
+                    if any(r.cfg.averages() for r in runs) else None)
         first = runs[0]
         self.device, self.data = first.device, first.data
         self.autocast = first.autocast
@@ -510,7 +510,7 @@ class StackedRun:
         live = {n: p.detach() for n, p in self.model.params.items()}
         if self.ema is None:
             return live
-        uses = [r.cfg.average_weight(0) is not None for r in self.members()]
+        uses = [r.cfg.averages() for r in self.members()]
         return {n: torch.where(self.optimizer.column([float(u) for u in uses], p).bool(), self.ema[n], p)
                 for n, p in live.items()}
 

@@ -678,13 +678,12 @@ def _on_eval(m: Member, plan: Plan) -> Callable[[int, float], bool]:
 
 def shared_tables(group: list[Member], device: str) -> list:
     """Each member's teacher as a distill.TeacherTable, one per --distill-from among the group (filled once)."""
-    from .distill import TeacherTable
+    from .distill import TeacherTable, teacher_table
 
     tables: dict[str, TeacherTable] = {}
     for m in group:
         if m.teacher is not None and m.cfg.distill_from not in tables:
-            tables[m.cfg.distill_from] = TeacherTable(m.teacher.to(device), m.data.encoded("train"),
-                                                      m.data.tokenizer.bos, device)
+            tables[m.cfg.distill_from] = teacher_table(m.teacher, m.data, device)
     return [tables.get(m.cfg.distill_from) for m in group]
 
 

@@ -15,7 +15,7 @@ import torch
 from .augment import AugmentedSampler, augmentation_text, ngram_names
 from .config import ModelConfig, TrainConfig, UsageError, to_dict
 from .data import Batch, BatchSampler, Dataset, SequenceSampler, rng_state, set_rng_state
-from .distill import TeacherTable, check_teacher, distill_loss, distill_text
+from .distill import TeacherTable, check_teacher, distill_loss, distill_text, teacher_table
 from .model import GPT, init_weights
 from .optim import build_optimizer, lr_at
 from .precision import resolve_autocast
@@ -235,8 +235,7 @@ class Run:
                 self.sampler = BatchSampler(data.encoded("train"), data.tokenizer.bos, cfg.batch_size, seed=cfg.seed)
         check_teacher(teacher, data, cfg)
         if teacher is not None and not isinstance(teacher, TeacherTable):  # a stack's members share one table
-            names = data.encoded("train") + (pool if cfg.synthetic and pool else [])  # synthetic names: looked up too
-            teacher = TeacherTable(teacher.to(device), names, data.tokenizer.bos, device)
+            teacher = teacher_table(teacher, data, device, pool if cfg.synthetic else None)  # synthetic names too
         self.teacher = teacher
         self.trained_on += distill_text(cfg)
         self.model = model.to(device)
@@ -245,8 +244,7 @@ class Run:
         # own_optimizer=False: a stack (stacked.py) updates this run's weights; torch.optim's first optimizer also
         # imports torch._dynamo, 2.5 s of a 7 s microgpt-sized run here
         self.optimizer = build_optimizer(self.model, cfg) if own_optimizer else None
-        self.ema = (WeightAverage(self.model, cfg) if cfg.average_weight(0) is not None and own_optimizer
-                    else None)
+        self.ema = WeightAverage(self.model, cfg) if cfg.averages() and own_optimizer else None
         self.val_batches = [b.to(device) for b in data.eval_batches("val")]
         self.precision, self.precision_why = resolve_autocast(cfg.autocast, torch.device(device).type, cfg.dtype,
                                                               cfg.parity)
