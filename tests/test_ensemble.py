@@ -271,6 +271,7 @@ def test_choices_never_read_test(runs, tmp_path, monkeypatch, names_data, capsys
     assert choice.member_val == sorted(choice.member_val)
     for combine in ens.COMBINES:
         assert ens.choose(members, names_data, "greedy", combine).members  # greedy selection reads val only too
+    assert ens.choose(members, names_data, calibrate=True).temperature != 1.0  # so does fitting the temperature
     monkeypatch.undo()
 
     # the whole command: every val evaluation comes before the first test one, test only at the end
@@ -372,3 +373,42 @@ def test_greedy_selection_adds_members_while_val_falls_and_leaves_out_a_bad_one(
     config = json.loads((tmp_path / "g" / "config.json").read_text())["ensemble"]
     assert config["left_out"] == [str((tmp_path / "untrained").resolve())]
     assert len(config["members"]) == len(choice.members)
+
+
+def test_fit_temperature_recovers_the_temperature_that_made_the_targets():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(40_000, 27, generator=g) * 2
+    for true in (0.7, 1.0, 1.6):  # targets drawn from softmax(logits / true): the fit should find about true
+        targets = torch.multinomial(F.softmax(logits / true, -1), 1, generator=g).squeeze(1)
+        fitted = ens.fit_temperature(F.log_softmax(logits, -1), targets)
+        assert fitted == pytest.approx(true, rel=0.03)
+        nll = [F.cross_entropy(logits / t, targets).item() for t in (fitted * 0.98, fitted, fitted * 1.02)]
+        assert nll[1] <= min(nll[0], nll[2])  # and it is the minimum, not merely near the truth
+
+
+def test_calibrate_records_the_val_fitted_ensemble_and_a_teacher_reproduces_it(runs, tmp_path, names_data, capsys):
+    assert main(["ensemble", str(runs / "s1"), str(runs / "s2"), "--calibrate", "--samples", "3", "--out-dir",
+                 str(tmp_path), "--name", "cal"]) == 0
+    out = capsys.readouterr().out
+    config, result = json.loads((tmp_path / "cal" / "config.json").read_text())["ensemble"], summary(tmp_path / "cal")
+    t, raw = config["temperature"], config["uncalibrated"]
+    assert t != 1.0 and f"calibrate temperature {t:.4f}, fitted on val" in out
+    assert result["val_loss"] < raw["val"]  # temperature 1 was a candidate, so the fitted one is no worse on val
+    rows = list(csv.DictReader((tmp_path / "cal" / "loss_vs_k.csv").open()))
+    assert float(rows[-1]["val_prob"]) == pytest.approx(raw["val"], abs=1e-6)  # the curve stays at temperature 1
+    assert float(rows[-1]["test_prob"]) == pytest.approx(raw["test"], abs=1e-6)
+
+    # the recorded figures are those of the two members' mean probability, divided in log space by t, by hand
+    models = [load_checkpoint(runs / n)[0] for n in ("s1", "s2")]
+    batch = pack(names_data.encoded("test"), names_data.tokenizer.bos, names_data.max_len + 1)
+    with torch.no_grad():
+        mean = sum(F.softmax(m(batch.idx, pos=batch.pos, mask=batch.mask)[0].double(), -1) for m in models) / 2
+    real = batch.targets >= 0
+    hand = -F.log_softmax(mean.log() / t, -1)[real].gather(-1, batch.targets[real][:, None]).sum().item()
+    assert result["test_loss"] == pytest.approx(hand / batch.n_tokens, abs=1e-5)
+
+    teacher = load_teacher(str(tmp_path / "cal"), names_data)  # a student of this directory learns from it
+    assert teacher.temperature == t
+    assert evaluate(teacher, names_data.eval_batches("val")) == pytest.approx(result["val_loss"], abs=1e-6)
+    members, recorded = load_members([tmp_path / "cal"])  # as an argument it stands for its members
+    assert len(members) == 2 and recorded.temperature == t

@@ -203,6 +203,10 @@ def build_parser() -> Parser:
     p.add_argument("--combine", choices=("prob", "logit"), default="prob",
                    help="what the recorded ensemble averages: probabilities or logits (default prob); both are "
                         "measured and printed")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fit one temperature on val that divides the ensemble's log-probabilities (temperature "
+                        "scaling); the recorded ensemble, its samples and a student distilled from it use it, and the "
+                        "figures at temperature 1 are printed and kept beside (default: off)")
     p.add_argument("--samples", type=int, default=20, help="names sampled from the ensemble into samples.txt "
                                                            "(default 20)")
     p.add_argument("-t", "--temperature", type=float, default=0.5, help="sampling temperature (default 0.5)")
@@ -550,7 +554,7 @@ def train_stack(args: argparse.Namespace, parent: Path, run_dirs: list[Path], re
 
         done = [str(d) for d, r in zip(run_dirs, results) if r.best_val is not None]
         return ensemble.run(argparse.Namespace(
-            run_dirs=done, select="all", combine="prob", samples=cfg.samples, temperature=cfg.temperature, seed=0,
+            run_dirs=done, select="all", combine="prob", calibrate=False, samples=cfg.samples, temperature=cfg.temperature, seed=0,
             data=None, threads=args.threads, out_dir=str(parent), name="ensemble"), ["ensemble", *done])
     return 0
 

@@ -1,5 +1,6 @@
 """An ensemble of trained runs used as one model: its next-character distribution is the mean of the members'
-probabilities ("prob"), or, measured beside it, the softmax of the mean of their logits ("logit").
+probabilities ("prob"), or, measured beside it, the softmax of the mean of their logits ("logit"); with
+--calibrate, that distribution sharpened or flattened by one temperature fitted on val (temperature scaling).
 
 Members are run directories of one data file, split and vocabulary. The ensemble is measured with train.evaluate, so
 under docs/protocol.md's measure on the same packed batches as any single run; it samples names like a model, is the
@@ -41,7 +42,8 @@ class Ensemble(nn.Module):
     """K models as one. forward returns log-probabilities in place of logits, so evaluate(), the sampler and a
     distillation step treat it as a model: softmax of log-probabilities is the same distribution."""
 
-    def __init__(self, models: list[GPT], combine: str = "prob", data_id: tuple | None = None):
+    def __init__(self, models: list[GPT], combine: str = "prob", data_id: tuple | None = None,
+                 temperature: float = 1.0):
         super().__init__()
         if combine not in COMBINES:
             raise UsageError(f"--combine must be one of {', '.join(COMBINES)}; got {combine!r}")
@@ -50,6 +52,7 @@ class Ensemble(nn.Module):
         self.models = nn.ModuleList(models)
         self.combine = combine
         self.data_id = data_id  # (sha256, split seed, characters) the members were trained on
+        self.temperature = temperature  # divides the combined log-probabilities; 1 = as combined (fit_temperature)
         self.cfg = min((m.cfg for m in models), key=lambda c: c.block_size)  # the sampler reads block_size only
         self.train(False)
 
@@ -68,6 +71,8 @@ class Ensemble(nn.Module):
         """idx (B, T) -> the ensemble's log-probabilities (B, T, vocab); loss = mean cross-entropy over targets != -1."""
         logits = torch.stack([m(idx, pos=pos, mask=mask)[0].float() for m in self.models])  # (K, B, T, V)
         log_probs = combine_logits(logits, self.combine)
+        if self.temperature != 1.0:
+            log_probs = F.log_softmax(log_probs / self.temperature, dim=-1)
         loss = None
         if targets is not None:
             loss = F.nll_loss(log_probs.view(-1, log_probs.size(-1)), targets.view(-1), ignore_index=-1)
@@ -105,20 +110,28 @@ class Member:
         return tuple(self.config["data"]["chars"])
 
 
-def expand(paths: list[str | Path]) -> tuple[list[Path], str | None]:
-    """Run directories, an ensemble directory standing for its members; and the combine such a directory records."""
+@dataclass
+class Recorded:
+    """How an ensemble directory combines its members: what a teacher named by that directory reproduces."""
+
+    combine: str = "prob"
+    temperature: float = 1.0
+
+
+def expand(paths: list[str | Path]) -> tuple[list[Path], Recorded | None]:
+    """Run directories, an ensemble directory standing for its members; and how such a directory combines them."""
     dirs: list[Path] = []
-    combine = None
+    recorded = None
     for path in map(Path, paths):
         config = read_json(path / "config.json") if (path / "config.json").is_file() else {}
         if ENSEMBLE_KEY in config:
             dirs += [Path(p) for p in config[ENSEMBLE_KEY]["members"]]
-            combine = config[ENSEMBLE_KEY]["combine"]
+            recorded = Recorded(config[ENSEMBLE_KEY]["combine"], float(config[ENSEMBLE_KEY].get("temperature", 1.0)))
         else:
             dirs.append(path)
     if len(set(map(str, dirs))) != len(dirs):
         raise UsageError(f"a run directory is named twice among {', '.join(map(str, dirs))}: each member once")
-    return dirs, combine
+    return dirs, recorded
 
 
 def load_member(path: Path) -> Member:
@@ -160,14 +173,15 @@ def _short(value) -> str:
     return text[:12] + "..." if len(text) > 15 else text
 
 
-def load_members(paths: list[str | Path]) -> tuple[list[Member], str | None]:
-    """The members named by paths (an ensemble directory expanded), checked to share data; and its recorded combine."""
-    dirs, combine = expand(paths)
+def load_members(paths: list[str | Path]) -> tuple[list[Member], Recorded | None]:
+    """The members named by paths (an ensemble directory expanded), checked to share data; and how that directory
+    combines them."""
+    dirs, recorded = expand(paths)
     if not dirs:
         raise UsageError("an ensemble needs at least one run directory")
     members = [load_member(d) for d in dirs]
     check_members(members)
-    return members, combine
+    return members, recorded
 
 
 def members_data(members: list[Member], path: str | None = None) -> Dataset:
@@ -180,13 +194,14 @@ def members_data(members: list[Member], path: str | None = None) -> Dataset:
 
 def load_teacher(spec: str, data: Dataset) -> Ensemble:
     """The teacher of --distill-from: comma-separated run directories (probabilities averaged) or an ensemble
-    directory (combined as it records), checked against data's file, split and vocabulary."""
+    directory (combined, and calibrated, as it records), checked against data's file, split and vocabulary."""
     paths = [p.strip() for p in spec.split(",") if p.strip()]
     if not paths:
         raise UsageError(f"--distill-from {spec!r} names no run directory")
-    members, combine = load_members(paths)
+    members, recorded = load_members(paths)
     check_members(members, data)
-    return Ensemble([m.model for m in members], combine or "prob", members[0].data_id)
+    recorded = recorded or Recorded()
+    return Ensemble([m.model for m in members], recorded.combine, members[0].data_id, recorded.temperature)
 
 
 # ------------------------------------------------------------------------------------- choosing, then measuring
@@ -217,6 +232,12 @@ class Choice:
     member_val: list[float]
     val: dict[str, dict[int, float]]  # combine -> K -> val loss
     left_out: list[Member] = field(default_factory=list)  # candidates greedy selection did not take
+    temperature: float = 1.0            # --calibrate's, fitted on val for the full ensemble; 1 = not calibrated
+    calibrated_val: float | None = None  # the full ensemble's val loss at that temperature (None: not calibrated)
+
+    def model(self, combine: str) -> Ensemble:
+        """The recorded model: every chosen member, combined, at the fitted temperature."""
+        return Ensemble([m.model for m in self.members], combine, temperature=self.temperature)
 
 
 def val_log_probs(model: nn.Module, data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,18 +276,49 @@ def greedy(members: list[Member], data: Dataset, combine: str) -> list[Member]:
     return [members[i] for i in chosen]
 
 
-def choose(members: list[Member], data: Dataset, select: str = "all", combine: str = "prob") -> Choice:
+def fit_temperature(log_probs: torch.Tensor, targets: torch.Tensor) -> float:
+    """The temperature T minimising the mean cross-entropy of softmax(log_probs / T) at targets (temperature scaling,
+    Guo et al. 2017). That loss is convex in 1/T, so a golden-section search over 1/T in [0.05, 20] finds it."""
+    log_probs = log_probs.double()
+
+    def loss(inv_t: float) -> float:
+        return F.cross_entropy(log_probs * inv_t, targets).item()
+
+    lo, hi = 0.05, 20.0
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = loss(a), loss(b)
+    while hi - lo > 1e-7:
+        if fa <= fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = loss(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = loss(b)
+    return 1.0 / ((lo + hi) / 2)
+
+
+def choose(members: list[Member], data: Dataset, select: str = "all", combine: str = "prob",
+           calibrate: bool = False) -> Choice:
     """Every choice of the ensemble, on val only: which members (all, or greedy's), their order (best val first, or
-    greedy's order of adding) and the val loss of each size and combine."""
+    greedy's order of adding), the val loss of each size and combine, and with calibrate the full ensemble's
+    temperature."""
     if select not in SELECTS:
         raise UsageError(f"--select must be one of {', '.join(SELECTS)}; got {select!r}")
     if select == "greedy":
         chosen = greedy(members, data, combine)
         vals = [evaluate(m.model, data.eval_batches("val")) for m in chosen]
-        return Choice(chosen, vals, {c: loss_vs_k(chosen, data, "val", c) for c in COMBINES},
-                      [m for m in members if all(m is not c for c in chosen)])
-    ordered, vals = order_by_val(members, data)
-    return Choice(ordered, vals, {c: loss_vs_k(ordered, data, "val", c) for c in COMBINES})
+        choice = Choice(chosen, vals, {c: loss_vs_k(chosen, data, "val", c) for c in COMBINES},
+                        [m for m in members if all(m is not c for c in chosen)])
+    else:
+        ordered, vals = order_by_val(members, data)
+        choice = Choice(ordered, vals, {c: loss_vs_k(ordered, data, "val", c) for c in COMBINES})
+    if calibrate:
+        choice.temperature = fit_temperature(*val_log_probs(choice.model(combine), data))
+        choice.calibrated_val = evaluate(choice.model(combine), data.eval_batches("val"))
+    return choice
 
 
 @dataclass
@@ -275,15 +327,18 @@ class Measured:
 
     member_test: list[float]
     test: dict[str, dict[int, float]]  # combine -> K -> test loss
-    train: float                       # the full ensemble's, with the chosen combine
+    train: float                       # the recorded model's (chosen combine, fitted temperature)
+    calibrated_test: float | None = None  # the recorded model's test loss where it is calibrated
 
 
 def measure(choice: Choice, data: Dataset, combine: str) -> Measured:
-    """Test loss of each member and each ensemble of the curve, and the full ensemble's train loss."""
+    """Test loss of each member and each ensemble of the curve (and of the calibrated ensemble), and the recorded
+    model's train loss."""
     member_test = [evaluate(m.model, data.eval_batches("test")) for m in choice.members]
     test = {c: loss_vs_k(choice.members, data, "test", c) for c in COMBINES}
-    full = Ensemble([m.model for m in choice.members], combine)
-    return Measured(member_test, test, evaluate(full, data.eval_batches("train")))
+    full = choice.model(combine)
+    calibrated = evaluate(full, data.eval_batches("test")) if choice.calibrated_val is not None else None
+    return Measured(member_test, test, evaluate(full, data.eval_batches("train")), calibrated)
 
 
 # --------------------------------------------------------------------------------------------------- the record
@@ -332,8 +387,12 @@ def ensemble_result(choice: Choice, measured: Measured, combine: str, seconds: f
     Its time is what it cost: the members' train and wall seconds, plus this command's seconds in wall_seconds."""
     k = len(choice.members)
     val, test = choice.val[combine][k], measured.test[combine][k]
+    how = f"{combine} average"
+    if choice.calibrated_val is not None:
+        val, test = choice.calibrated_val, measured.calibrated_test
+        how += f", temperature {choice.temperature:.4f} (fitted on val)"
     return RunResult(
-        state="complete", stop_reason=f"ensemble of {k} runs, {combine} average", steps_done=0,
+        state="complete", stop_reason=f"ensemble of {k} runs, {how}", steps_done=0,
         n_params=sum(m.model.num_params() for m in choice.members), train_loss=measured.train, val_loss=val,
         test_loss=test, best_val=val, best_val_step=None, seconds_to_best=None, target=math.nan,
         steps_to_target=None, seconds_to_target=None, wall_seconds=cost[1] + seconds, train_seconds=cost[0],
@@ -366,7 +425,8 @@ def ensemble_config(choice: Choice, data: Dataset, combine: str, argv: list[str]
     return {
         ENSEMBLE_KEY: {"members": [str(m.run_dir.resolve()) for m in choice.members], "combine": combine,
                        "member_val": choice.member_val, "sizes": list(choice.val[combine]),
-                       "left_out": [str(m.run_dir.resolve()) for m in choice.left_out]},
+                       "left_out": [str(m.run_dir.resolve()) for m in choice.left_out],
+                       "temperature": choice.temperature},
         "data": {"path": str(Path(data.path).resolve()), "sha256": data.sha256, "examples": len(data.words),
                  "chars": "".join(data.tokenizer.chars), "split_seed": data.split_seed, "max_chars": data.max_chars,
                  "splits": {"train": len(data.train), "val": len(data.val), "test": len(data.test)}},
@@ -394,9 +454,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     torch.set_num_threads(args.threads)
     members, _ = load_members(args.run_dirs)
     data = members_data(members, args.data)
-    choice = choose(members, data, args.select, args.combine)  # val only, before any test figure exists
+    # val only, before any test figure exists
+    choice = choose(members, data, args.select, args.combine, args.calibrate)
     measured = measure(choice, data, args.combine)  # test read once, for the report
-    names = sample_names(Ensemble([m.model for m in choice.members], args.combine), data.tokenizer, args.samples,
+    names = sample_names(choice.model(args.combine), data.tokenizer, args.samples,
                          args.temperature, generator=torch.Generator().manual_seed(args.seed)) if args.samples else []
     tags = tag_names(names, data.train, data.val + data.test)
     run_dir = new_run_dir(args.out_dir, args.name, prefix="ensemble")
@@ -404,6 +465,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     result = ensemble_result(choice, measured, args.combine, seconds, members_cost(choice.members))
     config = ensemble_config(choice, data, args.combine, ["microgpt", *argv])
     config[ENSEMBLE_KEY]["seconds"] = seconds  # this command's own time; wall_seconds adds the members' to it
+    if choice.calibrated_val is not None:  # the figures at temperature 1, beside the recorded (calibrated) ones
+        k = len(choice.members)
+        config[ENSEMBLE_KEY]["uncalibrated"] = {"val": choice.val[args.combine][k],
+                                                "test": measured.test[args.combine][k]}
     write_atomic(run_dir / "args.txt", shlex.join(config["argv"]) + "\n")
     write_json(run_dir / "config.json", config)
     write_atomic(run_dir / "metrics.csv", metrics_csv([]))  # no steps of its own: the header alone
@@ -433,11 +498,15 @@ def print_figures(data: Dataset, choice: Choice, measured: Measured, combine: st
         print(f"{size:<6} {choice.val['prob'][size]:8.4f} | {choice.val['logit'][size]:9.4f} | "
               f"{measured.test['prob'][size]:9.4f} | {measured.test['logit'][size]:10.4f}")
     tier = f"tier {result.tier}" if result.tier else "no tier (test >= 2.2)"
-    print(f"loss   ensemble of {k}, {combine} average: train {result.train_loss:.4f} | val {result.val_loss:.4f} | "
+    how = f"{combine} average" + (", calibrated" if choice.calibrated_val is not None else "")
+    print(f"loss   ensemble of {k}, {how}: train {result.train_loss:.4f} | val {result.val_loss:.4f} | "
           f"test {result.test_loss:.4f} | {tier}")
     dv = choice.val["prob"][k] - choice.val["logit"][k]
     dt = measured.test["prob"][k] - measured.test["logit"][k]
     print(f"combine prob - logit: val {dv:+.4f} | test {dt:+.4f} (negative: averaging probabilities is better)")
+    if choice.calibrated_val is not None:
+        print(f"calibrate temperature {choice.temperature:.4f}, fitted on val: val {choice.val[combine][k]:.4f} -> "
+              f"{choice.calibrated_val:.4f} | test {measured.test[combine][k]:.4f} -> {measured.calibrated_test:.4f}")
     if names:
         shares = tag_shares(tags)
         print(f"sample {', '.join(names[:8])} ... ({shares['new']:.0%} new, {shares['in train']:.0%} in train, "
