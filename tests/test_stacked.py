@@ -172,8 +172,20 @@ def test_cli_seeds_ensemble_measures_the_stack_as_one_model(tmp_path, names_path
     assert f"Total wall time {stack_wall + own:.1f} s" in overview  # the ensemble's members are not counted twice
 
 
+def test_cli_seeds_ensemble_calibrate_records_a_val_fitted_temperature(tmp_path, names_path, capsys):
+    import json
+
+    assert main(["train", "--data", str(names_path), "-s", "20", "-b", "4", "--out-dir", str(tmp_path), "--name", "e",
+                 "--seeds", "2", "--ensemble", "--calibrate", "--samples", "0"]) == 0
+    recorded = json.loads((tmp_path / "e" / "ensemble" / "config.json").read_text())["ensemble"]
+    summary = json.loads((tmp_path / "e" / "ensemble" / "summary.json").read_text())
+    assert recorded["temperature"] != 1.0 and "calibrate temperature" in capsys.readouterr().out
+    assert summary["val_loss"] <= recorded["uncalibrated"]["val"]  # fitted on val: never worse there
+
+
 @pytest.mark.parametrize("flags,message", [(["--seeds", "0"], "--seeds must be >= 1, got 0"),
                                            (["--ensemble"], "add --seeds"),
+                                           (["--calibrate"], "add --ensemble"),
                                            (["--seeds", "2", "--resume", "x"], "drop --seeds")])
 def test_cli_seeds_bad_input(tmp_path, names_path, capsys, flags, message):
     assert main(["train", "--data", str(names_path), "--out-dir", str(tmp_path), *flags]) == 2

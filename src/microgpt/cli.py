@@ -98,6 +98,9 @@ def build_parser() -> Parser:
     p.add_argument("--ensemble", action="store_true",
                    help="with --seeds: then measure the K runs as one ensemble (mean of their probabilities), as "
                         "`microgpt ensemble` does, into --out-dir/<name>/ensemble/ (default: off)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="with --ensemble: fit the ensemble's temperature on val, as `microgpt ensemble --calibrate` "
+                        "does (default: off)")
     p.add_argument("--tensorboard", metavar="DIR",
                    help="when the run ends (or is interrupted), write its train/loss, val/loss and lr per step as "
                         "TensorBoard events into DIR/<run name>/ (view: tensorboard --logdir DIR); needs "
@@ -247,6 +250,8 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     if args.ensemble and (args.seeds or 1) < 2 and not (args.resume and is_stack_dir(Path(args.resume))):
         raise UsageError("--ensemble measures the runs of --seeds K (K >= 2) as one model: add --seeds")
+    if args.calibrate and not args.ensemble and not (args.resume and is_stack_dir(Path(args.resume))):
+        raise UsageError("--calibrate fits the temperature of the --ensemble of a --seeds stack: add --ensemble")
     if args.resume:
         if args.seeds is not None:
             raise UsageError("--resume continues a run or a stack with the members it started with: drop --seeds")
@@ -549,13 +554,16 @@ def train_stack(args: argparse.Namespace, parent: Path, run_dirs: list[Path], re
             sd = statistics.stdev(values) if len(values) > 1 else 0.0
             print(f"{what[:-5]:<6} mean {statistics.fmean(values):.4f} +- {sd:.4f} (sd over {len(values)} seeds)")
     print(f"stack  {len(results)} runs in {wall:.1f} s | runs {parent}")
-    if args.ensemble or "--ensemble" in records[0].get("argv", []):  # a resumed stack finishes its first command
+    first = records[0].get("argv", [])  # a resumed stack finishes the command it started with
+    if args.ensemble or "--ensemble" in first:
         from . import ensemble
 
         done = [str(d) for d, r in zip(run_dirs, results) if r.best_val is not None]
+        calibrate = args.calibrate or "--calibrate" in first
         return ensemble.run(argparse.Namespace(
-            run_dirs=done, select="all", combine="prob", calibrate=False, samples=cfg.samples, temperature=cfg.temperature, seed=0,
-            data=None, threads=args.threads, out_dir=str(parent), name="ensemble"), ["ensemble", *done])
+            run_dirs=done, select="all", combine="prob", calibrate=calibrate, samples=cfg.samples,
+            temperature=cfg.temperature, seed=0, data=None, threads=args.threads, out_dir=str(parent),
+            name="ensemble"), ["ensemble", *done, *(["--calibrate"] if calibrate else [])])
     return 0
 
 
