@@ -248,14 +248,15 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     overrides = {f.name: getattr(args, f.name) for f in run_fields() if getattr(args, f.name) is not None}
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.ensemble and (args.seeds or 1) < 2 and not (args.resume and is_stack_dir(Path(args.resume))):
+    resuming_stack = bool(args.resume) and is_stack_dir(Path(args.resume))
+    if args.ensemble and (args.seeds or 1) < 2 and not resuming_stack:
         raise UsageError("--ensemble measures the runs of --seeds K (K >= 2) as one model: add --seeds")
-    if args.calibrate and not args.ensemble and not (args.resume and is_stack_dir(Path(args.resume))):
+    if args.calibrate and not args.ensemble and not resuming_stack:
         raise UsageError("--calibrate fits the temperature of the --ensemble of a --seeds stack: add --ensemble")
     if args.resume:
         if args.seeds is not None:
             raise UsageError("--resume continues a run or a stack with the members it started with: drop --seeds")
-        if is_stack_dir(Path(args.resume)):
+        if resuming_stack:
             return resume_stack(args, argv, overrides)
         return resume_train(args, argv, overrides)
     split_seed = overrides.get("split_seed", TrainConfig.split_seed)
