@@ -702,3 +702,13 @@ def test_a_plans_hypotheses_reach_plan_json_and_the_report(tmp_path, names_data)
     stored = json.loads((sweep_dir / "plan.json").read_text())
     assert stored["hypotheses"] == raw["hypotheses"]
     assert hypotheses.parse(stored["hypotheses"], "plan.json")  # the report reads them without --plan
+
+
+def test_a_setting_near_an_integer_is_not_shown_as_that_integer():
+    # An EMA decay of 0.9995 at 3 significant digits would print "1", which reads as a different setting.
+    assert tables.show(0.9995) == "0.9995"
+    assert tables.show(0.99951234) == "0.9995"
+    assert tables.show(0.002226647830267851) == "0.00223"
+    assert tables.show(0.999) == "0.999"
+    assert tables.show(1.0) == "1"
+    assert tables.show(12000) == "12000"

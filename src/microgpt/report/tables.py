@@ -95,8 +95,16 @@ def values_of(configs: list[Configuration], name: str) -> list[Any]:
 
 
 def show(value: Any) -> str:
-    """A setting's value as text: a float to 3 significant digits (a random search's 0.002226647830267851: 0.00223)."""
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+    """A setting's value as text: a float to 3 significant digits (a random search's 0.002226647830267851: 0.00223),
+    more where 3 would round a non-integer to an integer (an EMA decay of 0.9995 is not 1: that would read as off)."""
+    if not isinstance(value, float):
+        return str(value)
+    digits = 3
+    text = f"{value:.{digits}g}"
+    while float(text).is_integer() and not value.is_integer() and digits < 17:
+        digits += 1
+        text = f"{value:.{digits}g}"
+    return text
 
 
 def ordered(values) -> list[Any]:
