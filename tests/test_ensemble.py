@@ -232,6 +232,22 @@ def test_cli_train_distills(runs, tmp_path, names_path, capsys):
         assert "distilled from" in summary(tmp_path / "ds" / f"s{seed}")["trained_on"]
 
 
+def test_the_student_preset_distils_at_its_own_mix(runs, tmp_path, names_path, capsys):
+    """`--preset student --distill-from RUN`: the search winner's 4 x 128 model, distilled at mix 0.8 unless told."""
+    short = ["-s", "2", "--warmup-steps", "0", "--eval-every", "1", "--samples", "0", "--autocast", "off"]
+    code = main(["train", "--preset", "student", *short, "--data", str(names_path), "--distill-from", str(runs / "s1"),
+                 "--out-dir", str(tmp_path), "--name", "st"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    config = json.loads((tmp_path / "st" / "config.json").read_text())
+    assert (config["model"]["n_layer"], config["model"]["n_embd"], config["model"]["activation"]) == (4, 128, "relu2")
+    assert (config["train"]["optimizer"], config["train"]["ema"], config["train"]["distill_mix"]) == ("muon", 0.9995, 0.8)
+    assert "distil 0.8 x the teacher's distribution" in out and "distilled from" in summary(tmp_path / "st")["trained_on"]
+    code = main(["train", "--preset", "student", *short, "--data", str(names_path), "--distill-from", str(runs / "s1"),
+                 "--distill-mix", "0.5", "--out-dir", str(tmp_path), "--name", "st5"])
+    assert code == 0 and "distil 0.5 x" in capsys.readouterr().out
+
+
 class SplitLog:
     """Which split each evaluation measured, in order: eval_batches' results are recognised by their first batch."""
 

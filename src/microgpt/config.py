@@ -366,6 +366,21 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
          "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.1, "ema": 0.999, "batch_size": 64, "steps": 20000,
          "autocast": "auto", "eval_every": 1000, "log_every": 1000},
     ),
+    # The single model to distil (docs/results/recipe.md "Students of the search's winner"): trial 305d92 of the
+    # full-length TPE search plans/mid-search.toml (docs/results/mid-search/), values as it found them to 4 digits:
+    # mid's block four deep and 128 wide (797,696 parameters), dropout 0.025, Muon 0.0065 + AdamW 0.0013, WSD over
+    # the last 36%, wd 0.078, EMA 0.9995. Alone it peaks early and overfits (seeds 21/22: best val 1.8795 / 1.8903 at
+    # steps 4,500 / 5,500, rising to 1.93-1.94 by step 8,000; the best checkpoint is kept). With a teacher
+    # (`--distill-from ENSEMBLE_DIR`, mix 0.8 as chosen for mid) its val falls to the last step: from a 4-member
+    # val-chosen ensemble, seeds 41-43 test 1.8371 / ... on split 3407 (val 1.8614 / ...), ~50 ms a step (AVX512-BF16).
+    "student": (
+        {"n_layer": 4, "n_head": 4, "n_embd": 128, "dropout": 0.02478, "norm": "layernorm", "embed_norm": False,
+         "final_norm": True, "activation": "relu2", "init": "scaled"},
+        {"optimizer": "muon", "muon_lr": 0.006529, "lr": 0.001271, "min_lr": 1e-5, "schedule": "wsd",
+         "decay_frac": 0.3573, "warmup_steps": 100, "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.07848,
+         "ema": 0.9995, "batch_size": 128, "steps": 8000, "autocast": "auto", "distill_mix": 0.8,
+         "eval_every": 500, "log_every": 500},
+    ),
 }
 
 
