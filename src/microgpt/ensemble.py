@@ -354,8 +354,9 @@ def curve_csv(choice: Choice, measured: Measured) -> str:
     return out.getvalue()
 
 
-def plot_curve(choice: Choice, measured: Measured, path: Path) -> bool:
-    """loss_vs_k.png: val and test loss against K for both combines; False where matplotlib is missing."""
+def plot_curve(choice: Choice, measured: Measured, path: Path, greedy: bool = False) -> bool:
+    """loss_vs_k.png: val and test loss against K for both combines, the members in the order K counts them (best
+    val first, or greedy's order of adding); False where matplotlib is missing."""
     try:
         import matplotlib
 
@@ -370,7 +371,7 @@ def plot_curve(choice: Choice, measured: Measured, path: Path) -> bool:
         ax.plot(ks, [measured.test[c][k] for k in ks], marker=marker, linestyle="--", label=f"test, {c} average")
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
-    ax.set_xlabel("members K (best val first)")
+    ax.set_xlabel(f"members K ({'in the order greedy added them' if greedy else 'best val first'})")
     ax.set_ylabel("loss (nats per token)")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -474,7 +475,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     write_atomic(run_dir / "metrics.csv", metrics_csv([]))  # no steps of its own: the header alone
     write_atomic(run_dir / "samples.txt", "".join(f"{n}\t{t}\n" for n, t in zip(names, tags)))
     write_atomic(run_dir / "loss_vs_k.csv", curve_csv(choice, measured))
-    plotted = plot_curve(choice, measured, run_dir / "loss_vs_k.png")
+    plotted = plot_curve(choice, measured, run_dir / "loss_vs_k.png", greedy=args.select == "greedy")
     write_json(run_dir / "summary.json", result.summary())  # last: its presence means the record is complete
     print_figures(data, choice, measured, args.combine, result, names, tags)
     print(f"curve  {run_dir / 'loss_vs_k.csv'}" + (f", {run_dir / 'loss_vs_k.png'}" if plotted else ""))
