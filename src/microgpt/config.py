@@ -373,8 +373,9 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # steps 4,500 / 5,500, rising to 1.93-1.94 by step 8,000; the best checkpoint is kept). With a teacher
     # (`--distill-from ENSEMBLE_DIR`, mix 0.8 as chosen for mid) its val falls to the last step: from a 4-member
     # val-chosen ensemble (val 1.8614, test 1.8379), seeds 41-43 test 1.8391 +- 0.0018 on split 3407 (val 1.8625 +-
-    # 0.0017), below --preset best distilled from the same teacher (1.8506 +- 0.0004); on split seeds 3 and 1, students
-    # of four of the preset's own runs averaged are 0.097 and 0.11 below the 6-gram. ~50 ms a step (AVX512-BF16 core).
+    # 0.0017), below --preset best distilled from the same teacher (1.8506 +- 0.0004); on split seeds 1, 2 and 3,
+    # students of four of the presets' own runs averaged are 0.112, 0.103 and 0.097 below the 6-gram. ~50 ms a step
+    # on an AVX512-BF16 core.
     "student": (
         {"n_layer": 4, "n_head": 4, "n_embd": 128, "dropout": 0.02478, "norm": "layernorm", "embed_norm": False,
          "final_norm": True, "activation": "relu2", "init": "scaled"},
