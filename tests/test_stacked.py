@@ -59,12 +59,11 @@ def assert_same(alone, stacked, batch_tol: float = TOL, held_out_tol: float = TO
 @pytest.fixture
 def float32_newton_schulz(monkeypatch):
     """Muon's orthogonalisation in float32 alone and stacked, whatever the CPU: the stacking is then checked to float32
-    rounding on every machine (test_muon_members_match_in_native_bf16 covers the bf16 path)."""
-    import microgpt.optim
+    rounding on every machine (test_muon_members_match_in_native_bf16 covers the bf16 path). optim and stacked look
+    matmul_dtype up in precision at each call, so one patch there reaches both."""
     import microgpt.precision
 
-    for module in (microgpt.optim, microgpt.precision):
-        monkeypatch.setattr(module, "matmul_dtype", lambda device_type: torch.float32)
+    monkeypatch.setattr(microgpt.precision, "matmul_dtype", lambda device_type: torch.float32)
 
 
 @pytest.mark.parametrize("optimizer,lr", [("adam", 0.01), ("adamw", 0.01), ("rmsprop", 0.001), ("sgd", 0.1),

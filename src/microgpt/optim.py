@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from .config import TrainConfig
-from .precision import matmul_dtype
+from . import precision
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -105,7 +105,7 @@ def orthogonalise(g: torch.Tensor, steps: int = 5, dtype: torch.dtype | None = N
     bf16 it would be emulated, many times slower, so float32 is used there.
     """
     a, b, c = NS_COEFFICIENTS
-    x = g.to(dtype or matmul_dtype(g.device.type))
+    x = g.to(dtype or precision.matmul_dtype(g.device.type))
     transposed = x.size(0) > x.size(1)
     if transposed:
         x = x.T

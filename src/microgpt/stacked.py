@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from . import precision
 from .config import ModelConfig, TrainConfig, UsageError
 from .data import Batch, Dataset
 from .distill import soft_loss
@@ -359,10 +360,8 @@ def slot(state: dict[str, torch.Tensor], key: str, like: torch.Tensor) -> torch.
 
 def orthogonalise_stacked(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
     """optim.orthogonalise for each member of g (K, rows, cols), in one set of batched matmuls."""
-    from .precision import matmul_dtype
-
     a, b, c = NS_COEFFICIENTS
-    x = g.to(matmul_dtype(g.device.type))
+    x = g.to(precision.matmul_dtype(g.device.type))
     transposed = x.size(1) > x.size(2)
     if transposed:
         x = x.mT
